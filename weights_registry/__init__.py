@@ -1,0 +1,1 @@
+"""The catalogue of named checkpoints and the converters from original formats."""

@@ -1,0 +1,102 @@
+"""LlamaGen GPT checkpoints (`c2i_{B,L,XL,XXL,3B}_{256,384}.pt`) -> `ARTransformer`.
+
+LlamaGen (FoundationVision/LlamaGen, autoregressive/models/gpt.py) keys, for layer i:
+`layers.i.attention.wqkv`, `layers.i.attention.wo`, `layers.i.feed_forward.{w1,w2,w3}`,
+`layers.i.{attention_norm,ffn_norm}`, plus `cls_embedding.embedding_table`, `tok_embeddings`, `norm`
+and `output`. zoo fuses w1 (gate) and w3 (up) into one `gate_up` projection; everything else maps
+one-to-one. RoPE tables are not stored; zoo rebuilds LlamaGen's 2D table from the config.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from zoo.ar.transformer import LLAMAGEN_SIZES, ARTransformer
+
+from .common import check_keys, check_shape, load_torch_checkpoint, pick_state_dict
+
+# dim -> heads of LlamaGen's GPT sizes (the checkpoint stores no head count)
+HEADS_BY_DIM = {dim: heads for _, heads, dim in LLAMAGEN_SIZES.values()}
+
+
+def llamagen_gpt_keys(num_layers: int) -> list[str]:
+    keys = ["cls_embedding.embedding_table.weight", "tok_embeddings.weight", "norm.weight", "output.weight"]
+    for i in range(num_layers):
+        keys += [f"layers.{i}.attention.wqkv.weight", f"layers.{i}.attention.wo.weight",
+                 f"layers.{i}.attention_norm.weight", f"layers.{i}.ffn_norm.weight"]
+        keys += [f"layers.{i}.feed_forward.{w}.weight" for w in ("w1", "w2", "w3")]
+    return keys
+
+
+def convert_llamagen_gpt(
+    checkpoint: str | os.PathLike | dict,
+    *,
+    num_heads: int | None = None,
+    grid_size: int | None = None,
+    image_size: int | None = None,
+    downsample: int = 16,
+    norm_eps: float = 1e-5,
+    rope_base: float = 10000.0,
+) -> ARTransformer:
+    """Build an `ARTransformer` from a LlamaGen class-conditional GPT checkpoint.
+
+    Args:
+        checkpoint: a path to the `.pt` file, the loaded checkpoint, or its state dict. The weights are
+            read from `ckpt["ema"]` if present, else `ckpt["model"]`, else the dict itself (FSDP).
+        num_heads: attention heads; default LlamaGen's for the checkpoint's width (B 12, L 16, XL 20, ...).
+        grid_size / image_size: the token grid side (image_size // downsample); default 16 (256 px).
+    """
+    if not isinstance(checkpoint, dict):
+        checkpoint = load_torch_checkpoint(checkpoint)
+    sd = pick_state_dict(checkpoint, ("ema", "model"))
+    if any(k.startswith("cls_embedding.cap_proj") for k in sd):
+        raise ValueError("this is a text-to-image LlamaGen checkpoint (cls_embedding.cap_proj.*); "
+                         "convert_llamagen_gpt handles the class-conditional c2i_*.pt checkpoints.")
+    sd.pop("freqs_cis", None)
+    layer_ids = {int(k.split(".")[1]) for k in sd if k.startswith("layers.")}
+    num_layers = len(layer_ids)
+    check_keys(sd, llamagen_gpt_keys(num_layers), what="LlamaGen GPT checkpoint")
+
+    vocab_size, dim = sd["tok_embeddings.weight"].shape
+    num_classes = sd["cls_embedding.embedding_table.weight"].shape[0] - 1
+    if num_heads is None:
+        if dim not in HEADS_BY_DIM:
+            raise ValueError(f"width {dim} is not a LlamaGen size; pass num_heads explicitly.")
+        num_heads = HEADS_BY_DIM[dim]
+    head_dim = dim // num_heads
+    qkv_rows = sd["layers.0.attention.wqkv.weight"].shape[0]
+    num_kv_heads = (qkv_rows // head_dim - num_heads) // 2
+    if grid_size is None:
+        grid_size = image_size // downsample if image_size else 16
+    ffn_dim = sd["layers.0.feed_forward.w1.weight"].shape[0]
+
+    model = ARTransformer(
+        vocab_size=vocab_size, hidden_size=dim, num_layers=num_layers, num_heads=num_heads,
+        num_kv_heads=num_kv_heads, intermediate_size=ffn_dim, norm_eps=norm_eps, num_classes=num_classes,
+        num_prefix_tokens=1, grid_size=(grid_size, grid_size), position_embedding="rope_2d",
+        rope_base=rope_base, rope_prefix="zero", class_dropout_prob=0.1,
+    )
+    new = {
+        "class_embedding.weight": sd["cls_embedding.embedding_table.weight"],
+        "token_embedding.weight": sd["tok_embeddings.weight"],
+        "norm.weight": sd["norm.weight"],
+        "head.weight": sd["output.weight"],
+    }
+    for i in range(num_layers):
+        old = f"layers.{i}."
+        new[f"blocks.{i}.attn.qkv.weight"] = sd[old + "attention.wqkv.weight"]
+        new[f"blocks.{i}.attn.proj.weight"] = sd[old + "attention.wo.weight"]
+        new[f"blocks.{i}.attn_norm.weight"] = sd[old + "attention_norm.weight"]
+        new[f"blocks.{i}.mlp_norm.weight"] = sd[old + "ffn_norm.weight"]
+        new[f"blocks.{i}.mlp.gate_up.weight"] = torch.cat(
+            [sd[old + "feed_forward.w1.weight"], sd[old + "feed_forward.w3.weight"]])
+        new[f"blocks.{i}.mlp.down.weight"] = sd[old + "feed_forward.w2.weight"]
+    expected = model.state_dict()
+    check_keys(new, expected, what="converted LlamaGen GPT")
+    for name, tensor in new.items():
+        check_shape(name, tensor, expected[name].shape)
+    model.load_state_dict({k: v.float() for k, v in new.items()}, strict=True)
+    return model.eval()
+

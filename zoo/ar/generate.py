@@ -1,0 +1,219 @@
+"""The decode loop shared by every zoo AR model.
+
+    prefill(prefix)                                  one call over the whole condition prefix
+    repeat: tokens = step.sample(hidden)             a step emits one or more tokens
+            hidden = model(step.embed(tokens))       only the new positions, through the KV cache
+
+What a step emits is up to its `Step` object: `NextTokenStep` emits one token; later methods emit a
+window of tokens, the codebooks of an audio frame or a whole scale by providing their own step, with
+the same loop, cache, guidance and sampling. CFG runs the conditional and unconditional rows as one
+batch [cond; uncond]. Nothing in the loop reads values back to the host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers.utils import BaseOutput
+from tqdm.auto import tqdm
+
+from .sampling import apply_guidance, as_guidance, check_sampling_args, logits_to_probs, normalize_generators
+from .sampling import sample_from_probs
+
+
+@dataclass
+class GenerationOutput(BaseOutput):
+    """tokens [B, num_tokens]; probs [B, num_tokens, vocab] (the sampling distributions) if asked for."""
+
+    tokens: torch.Tensor
+    probs: torch.Tensor | None = None
+
+
+class NextTokenStep:
+    """The plain step: the last position's logits give one token, which is the next input."""
+
+    def num_steps(self, num_tokens: int) -> int:
+        return num_tokens
+
+    def cache_length(self, num_prefix: int, num_tokens: int) -> int:
+        """Positions the cache must hold: the prefix and every token but the last (never fed back)."""
+        return num_prefix + num_tokens - 1
+
+    def sample(self, model, hidden: torch.Tensor, sample_fn) -> torch.Tensor:
+        """hidden [R, n, D] of the newest positions -> tokens [B, k] (sample_fn does CFG and sampling)."""
+        return sample_fn(model.logits(hidden[:, -1:]))
+
+    def embed(self, model, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [R, k] -> the next inputs [R, n, D]."""
+        return model.embed_inputs(tokens)
+
+
+def _condition_rows(model, batch_size, class_labels, prefix_ids, prefix_embeds, uncond_prefix_ids,
+                    uncond_prefix_embeds, use_cfg):
+    cond = model.embed_condition(class_labels, prefix_ids, prefix_embeds)
+    if cond.shape[0] != batch_size:
+        raise ValueError(f"the condition has {cond.shape[0]} rows for a batch of {batch_size}.")
+    if not use_cfg:
+        return cond
+    if class_labels is not None:
+        uncond = model.embed_condition(class_labels=torch.full((batch_size,), model.null_class, device=model.device))
+    elif uncond_prefix_ids is not None or uncond_prefix_embeds is not None:
+        uncond = model.embed_condition(prefix_ids=uncond_prefix_ids, prefix_embeds=uncond_prefix_embeds)
+        if uncond.shape[0] != batch_size:
+            raise ValueError(f"the unconditional prefix has {uncond.shape[0]} rows for a batch of {batch_size}.")
+    else:
+        raise ValueError("classifier-free guidance with a prompt prefix needs uncond_prefix_ids or "
+                         "uncond_prefix_embeds (e.g. the empty prompt); or pass guidance_scale=1.")
+    return torch.cat([cond, uncond])
+
+
+def _batch_size(class_labels, prefix_ids, prefix_embeds) -> int:
+    for x in (class_labels, prefix_ids, prefix_embeds):
+        if x is not None:
+            return len(x)
+    raise ValueError("pass a condition: class_labels, prefix_ids or prefix_embeds.")
+
+
+def _row_prefix_mask(prefix_mask, uncond_prefix_mask, batch_size, num_prefix, use_cfg):
+    if prefix_mask is None and uncond_prefix_mask is None:
+        return None
+    ones = torch.ones(batch_size, num_prefix, dtype=torch.bool)
+    masks = [ones if prefix_mask is None else prefix_mask]
+    if use_cfg:
+        masks.append(masks[0] if uncond_prefix_mask is None else uncond_prefix_mask)
+    for m in masks:
+        if tuple(m.shape) != (batch_size, num_prefix):
+            raise ValueError(f"prefix masks must be [B, num_prefix_tokens] = [{batch_size}, {num_prefix}], "
+                             f"got {tuple(m.shape)}.")
+    return torch.cat([m.bool().to(masks[0].device) for m in masks])
+
+
+@torch.no_grad()
+def generate(
+    model,
+    num_tokens: int,
+    *,
+    class_labels=None,
+    prefix_ids: torch.Tensor | None = None,
+    prefix_embeds: torch.Tensor | None = None,
+    uncond_prefix_ids: torch.Tensor | None = None,
+    uncond_prefix_embeds: torch.Tensor | None = None,
+    prefix_mask: torch.Tensor | None = None,
+    uncond_prefix_mask: torch.Tensor | None = None,
+    guidance_scale=1.0,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator=None,
+    step=None,
+    return_probs: bool = False,
+    use_cache: bool = True,
+    compile: bool = False,
+    callback=None,
+    progress: bool = False,
+) -> GenerationOutput:
+    """Sample `num_tokens` tokens after a condition prefix with an `ARTransformer`.
+
+    Args:
+        class_labels / prefix_ids / prefix_embeds: the condition (exactly one), B rows.
+        uncond_prefix_ids / uncond_prefix_embeds: the unconditional prefix for CFG with prompts;
+            class-conditional models use the null class.
+        prefix_mask / uncond_prefix_mask: [B, P] bool, False on prefix padding.
+        guidance_scale: a number >= 0 (1 = no guidance) or a `GuidanceSchedule`.
+        temperature (0 = greedy), top_k (0 = off), top_p (1 = off): the sampling distribution.
+        generator: a torch.Generator, or a list with one per row (row i then depends on it alone).
+        step: how a step turns hidden states into tokens and tokens into inputs (default: one token).
+        return_probs: also return the sampling distribution of every token.
+        use_cache: False recomputes the whole sequence every step (the reference for tests).
+        compile: run the decode step through torch.compile (CUDA graphs on GPU).
+        callback: called as callback(step_index, tokens_so_far [B, n]) after each step.
+    """
+    step = step or NextTokenStep()
+    check_sampling_args(temperature, top_k, top_p)
+    guidance = as_guidance(guidance_scale)
+    use_cfg = not guidance.is_identity
+    if not isinstance(num_tokens, int) or num_tokens < 1:
+        raise ValueError(f"num_tokens must be a positive integer, got {num_tokens!r}.")
+    B = _batch_size(class_labels, prefix_ids, prefix_embeds)
+    if B == 0:
+        raise ValueError("the batch is empty: pass at least one condition row.")
+    P = model.config.num_prefix_tokens
+    if P + num_tokens > model.max_positions:
+        raise ValueError(f"the prefix ({P}) plus {num_tokens} tokens exceed the model's context of "
+                         f"{model.max_positions} positions; ask for at most {model.max_positions - P} tokens.")
+    generators = normalize_generators(generator, B)
+    if compile and not use_cache:
+        raise ValueError("compile=True needs use_cache=True.")
+
+    prefix = _condition_rows(model, B, class_labels, prefix_ids, prefix_embeds, uncond_prefix_ids,
+                             uncond_prefix_embeds, use_cfg)  # [R, P, D]
+    row_mask = _row_prefix_mask(prefix_mask, uncond_prefix_mask, B, P, use_cfg)
+    device = prefix.device
+    if row_mask is not None:
+        row_mask = row_mask.to(device)
+    num_steps = step.num_steps(num_tokens)
+
+    tokens = torch.empty(B, num_tokens, dtype=torch.long, device=device)
+    probs_out = torch.empty(B, num_tokens, model.config.vocab_size, device=device) if return_probs else None
+    state = {"produced": 0, "step": 0}
+
+    def sample_fn(logits: torch.Tensor) -> torch.Tensor:
+        """logits [R, k, V] -> tokens [B, k]: guidance, filtering, sampling, bookkeeping."""
+        start, k = state["produced"], logits.shape[1]
+        if start + k > num_tokens:
+            raise RuntimeError(f"the step emitted {start + k} tokens, more than the {num_tokens} asked for.")
+        if use_cfg:
+            index = torch.arange(start, start + k, device=device)
+            logits = apply_guidance(logits, guidance(index, num_tokens, state["step"], num_steps).to(logits.dtype))
+        probs = logits_to_probs(logits, temperature, top_k, top_p)
+        new = probs.argmax(-1) if temperature == 0 else sample_from_probs(probs, generators)
+        tokens[:, start:start + k] = new
+        if probs_out is not None:
+            probs_out[:, start:start + k] = probs
+        state["produced"] = start + k
+        return new
+
+    if use_cache:
+        model.setup_cache(prefix.shape[0], step.cache_length(P, num_tokens), prefix_mask=row_mask, device=device)
+        decode = model.forward_hidden
+        if compile:
+            decode = _compiled_decode(model)
+        hidden = model.forward_hidden(prefix, input_pos=torch.arange(P, device=device))  # prefill
+        input_pos = None
+    else:
+        sequence = prefix
+        hidden = model.forward_hidden(sequence, prefix_mask=row_mask)
+
+    bar = tqdm(total=num_steps, desc="AR decode", disable=not progress)
+    for i in range(num_steps):
+        state["step"] = i
+        new = step.sample(model, hidden, sample_fn)
+        bar.update(1)
+        if callback is not None:
+            callback(i, tokens[:, : state["produced"]])
+        if i == num_steps - 1:
+            break
+        x = step.embed(model, torch.cat([new, new]) if use_cfg else new)  # [R, n, D]
+        if use_cache:
+            if input_pos is None:
+                input_pos = torch.arange(P, P + x.shape[1], device=device)
+            else:
+                input_pos += x.shape[1]
+            hidden = decode(x, input_pos)
+        else:
+            sequence = torch.cat([sequence, x], dim=1)
+            hidden = model.forward_hidden(sequence, prefix_mask=row_mask)[:, -x.shape[1]:]
+    bar.close()
+    if state["produced"] != num_tokens:
+        raise RuntimeError(f"the steps emitted {state['produced']} tokens, not the {num_tokens} asked for.")
+    return GenerationOutput(tokens=tokens, probs=probs_out)
+
+
+def _compiled_decode(model):
+    """torch.compile of the decode step, made once per model: CUDA graphs on GPU (gpt-fast's
+    `reduce-overhead`), inductor's C++ code on CPU."""
+    if model._compiled_decode is None:
+        mode = "reduce-overhead" if model.device.type == "cuda" else None
+        model._compiled_decode = torch.compile(model.forward_hidden, mode=mode, fullgraph=True, dynamic=False)
+    return model._compiled_decode

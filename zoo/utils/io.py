@@ -1,0 +1,63 @@
+"""Atomic writes: a save never leaves a half-written model where a good one was."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_directory(target: str | os.PathLike):
+    """Yield a fresh temporary folder beside `target`; on success it replaces `target`.
+
+    On an exception the temporary folder is removed and `target` is left as it was. The swap is two
+    renames on the same file system (old -> backup, new -> target), then the backup is deleted.
+    """
+    target = Path(target).absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    backup = None
+    if target.exists():
+        backup = target.with_name(f".{target.name}.old-{os.getpid()}")
+        shutil.rmtree(backup, ignore_errors=True)
+        os.replace(target, backup)
+    os.replace(tmp, target)
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_file(target: str | os.PathLike, mode: str = "wb"):
+    """Open a temporary file beside `target` for writing; rename it onto `target` when closed cleanly."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class AtomicSaveMixin:
+    """Makes diffusers' `save_pretrained` atomic for models and pipelines (mix in before ModelMixin)."""
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        save_directory = Path(save_directory)
+        if save_directory.is_file():
+            raise ValueError(f"save_pretrained needs a folder, but {save_directory} is a file.")
+        if kwargs.get("push_to_hub"):
+            kwargs.setdefault("repo_id", save_directory.name)  # not the temporary folder's name
+        with atomic_directory(save_directory) as tmp:
+            super().save_pretrained(tmp, *args, **kwargs)
