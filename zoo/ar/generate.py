@@ -179,8 +179,8 @@ def generate(
         decode = model.forward_hidden
         if compile:
             decode = _compiled_decode(model)
-        hidden = model.forward_hidden(prefix, input_pos=torch.arange(P, device=device))  # prefill
-        input_pos = None
+        hidden = model.forward_hidden(prefix, input_pos=torch.arange(P, device=device), kv_len=P)  # prefill
+        input_pos, written = None, P
     else:
         sequence = prefix
         hidden = model.forward_hidden(sequence, prefix_mask=row_mask)
@@ -200,7 +200,9 @@ def generate(
                 input_pos = torch.arange(P, P + x.shape[1], device=device)
             else:
                 input_pos += x.shape[1]
-            hidden = decode(x, input_pos)
+            written += x.shape[1]
+            # eager: attend to the written positions only; compiled: fixed shapes over the whole cache
+            hidden = decode(x, input_pos) if compile else decode(x, input_pos, kv_len=written)
         else:
             sequence = torch.cat([sequence, x], dim=1)
             hidden = model.forward_hidden(sequence, prefix_mask=row_mask)[:, -x.shape[1]:]

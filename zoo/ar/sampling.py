@@ -51,15 +51,21 @@ def normalize_generators(generator, batch_size: int) -> list | torch.Generator |
 
 
 def sample_from_probs(probs: torch.Tensor, generator=None) -> torch.Tensor:
-    """Draw one token per distribution: probs [B, k, V] -> ids [B, k].
+    """Draw one token per distribution by inverting its CDF: probs [B, k, V] -> ids [B, k].
 
-    With a list of generators, row i draws from generator[i] only, so sample i of a batch equals a
-    single run seeded like generator[i]. Uses torch.multinomial (no host synchronisation).
+    One uniform number per token (torch.multinomial on CPU draws V exponentials instead, which costs
+    more than the forward pass at batch 16). The CDF is summed in float64, so tokens of probability 0
+    are never drawn. With a list of generators, row i draws from generator[i] only: sample i of a
+    batch equals a single run seeded like generator[i]. No host synchronisation.
     """
     B, k, V = probs.shape
     if isinstance(generator, list):
-        return torch.cat([torch.multinomial(p, 1, generator=g).view(1, k) for p, g in zip(probs, generator)])
-    return torch.multinomial(probs.reshape(B * k, V), 1, generator=generator).view(B, k)
+        u = torch.cat([torch.rand(1, k, 1, generator=g, device=g.device) for g in generator])
+    else:
+        u = torch.rand(B, k, 1, generator=generator, device=probs.device if generator is None else generator.device)
+    cdf = probs.double().cumsum(-1)  # [B, k, V]
+    ids = torch.searchsorted(cdf, u.to(probs.device).double() * cdf[..., -1:], right=True)
+    return ids.clamp_(max=V - 1).squeeze(-1)
 
 
 # ------------------------------------------------------------------------- guidance schedules

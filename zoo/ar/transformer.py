@@ -21,8 +21,10 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from ..nn.attention import Attention, KVCache
+from ..nn.linear import Linear
 from ..nn.mlp import SwiGLU, find_multiple, llama_ffn_dim
-from ..nn.rope import rope_1d, rope_2d
+from ..nn.norm import RMSNorm
+from ..nn.rope import rope_1d, rope_2d, rope_rotation
 from ..utils.io import AtomicSaveMixin
 
 # LlamaGen's GPT sizes: (layers, heads, dim) (autoregressive/models/gpt.py).
@@ -37,14 +39,17 @@ ATTENTION_MODES = ("causal", "block_causal", "bidirectional")
 class TransformerBlock(nn.Module):
     def __init__(self, dim, num_heads, num_kv_heads, ffn_dim, norm_eps, attn_dropout, resid_dropout, ffn_dropout):
         super().__init__()
-        self.attn_norm = nn.RMSNorm(dim, eps=norm_eps)
+        self.attn_norm = RMSNorm(dim, eps=norm_eps)
         self.attn = Attention(dim, num_heads, num_kv_heads, dropout=attn_dropout)
-        self.mlp_norm = nn.RMSNorm(dim, eps=norm_eps)
+        self.mlp_norm = RMSNorm(dim, eps=norm_eps)
         self.mlp = SwiGLU(dim, ffn_dim, dropout=ffn_dropout)
-        self.resid_dropout = nn.Dropout(resid_dropout)
+        self.resid_dropout = resid_dropout
 
-    def forward(self, x, rope, mask, input_pos=None, is_causal=False):
-        x = x + self.resid_dropout(self.attn(self.attn_norm(x), rope, mask, input_pos, is_causal))
+    def forward(self, x, rope, mask, input_pos=None, is_causal=False, kv_len=None):
+        h = self.attn(self.attn_norm(x), rope, mask, input_pos, is_causal, kv_len)
+        if self.training and self.resid_dropout:
+            h = nn.functional.dropout(h, self.resid_dropout)
+        x = x + h
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -106,7 +111,7 @@ class ARTransformer(AtomicSaveMixin, ModelMixin, ConfigMixin):
         if input_dim is None:
             self.token_embedding = nn.Embedding(vocab_size, hidden_size)
         else:
-            self.input_proj = nn.Linear(input_dim, hidden_size)
+            self.input_proj = Linear(input_dim, hidden_size)
         if num_classes > 0:
             self.class_embedding = nn.Embedding(num_classes + 1, hidden_size)  # last row: null class
         self.input_dropout = nn.Dropout(token_dropout)
@@ -115,8 +120,8 @@ class ARTransformer(AtomicSaveMixin, ModelMixin, ConfigMixin):
                              ffn_dropout)
             for _ in range(num_layers)
         )
-        self.norm = nn.RMSNorm(hidden_size, eps=norm_eps)
-        self.head = nn.Linear(hidden_size, vocab_size, bias=False)
+        self.norm = RMSNorm(hidden_size, eps=norm_eps)
+        self.head = Linear(hidden_size, vocab_size, bias=False)
         self._init_weights()
 
         # Position tables are plain float32 tensors, not buffers: casting the model to bf16 must not
@@ -292,20 +297,23 @@ class ARTransformer(AtomicSaveMixin, ModelMixin, ConfigMixin):
         return ((mask[None] & keys[:, None, :]) | eye)[:, None]
 
     def forward_hidden(self, x: torch.Tensor, input_pos: torch.Tensor | None = None,
-                       prefix_mask: torch.Tensor | None = None) -> torch.Tensor:
+                       prefix_mask: torch.Tensor | None = None, kv_len: int | None = None) -> torch.Tensor:
         """Embedded sequence x [B, T, hidden] -> normed hidden states [B, T, hidden].
 
         Without input_pos, x is the whole sequence from position 0 (training, or recomputation).
-        With input_pos [T], x holds those positions only and reads/writes the KV cache (`setup_cache`).
+        With input_pos [T], x holds those positions only and reads/writes the KV cache (`setup_cache`);
+        kv_len (eager decoding) limits attention to the cache positions written so far. Without it every
+        step attends over the whole static cache (fixed shapes for torch.compile / CUDA graphs).
         """
-        rope, _ = self._tables(x.device)
-        x = self.input_dropout(x)
+        table, _ = self._tables(x.device)
+        if self.training and self.config.token_dropout:
+            x = nn.functional.dropout(x, self.config.token_dropout)
         if input_pos is None:
             T = x.shape[1]
             if T > self.max_positions:
                 raise ValueError(f"sequence of {T} positions exceeds the context of {self.max_positions} "
                                  f"(num_prefix_tokens + seq_len); pass at most {self.max_positions}.")
-            rope = rope[:T] if rope is not None else None
+            rope = rope_rotation(table[:T]) if table is not None else None
             plain_causal = self.config.attention == "causal" and prefix_mask is None
             mask = None if plain_causal else self.attention_mask(T, prefix_mask, x.device)
             for block in self.blocks:
@@ -313,10 +321,11 @@ class ARTransformer(AtomicSaveMixin, ModelMixin, ConfigMixin):
         else:
             if self._cache_mask is None:
                 raise RuntimeError("no KV cache: call setup_cache(rows, max_len) before decoding with input_pos.")
-            rope = rope[input_pos] if rope is not None else None
-            mask = self._cache_mask[:, :, input_pos]
+            rope = rope_rotation(table[input_pos]) if table is not None else None
+            allowed = self._cache_mask[:, :, input_pos, :kv_len]  # [B|1, 1, T, kv_len]
+            bias = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill_(~allowed, -torch.inf)
             for block in self.blocks:
-                x = block(x, rope, mask, input_pos)
+                x = block(x, rope, bias, input_pos, kv_len=kv_len)
         return self.norm(x)
 
     def forward(self, input_ids: torch.Tensor | None = None, class_labels=None, prefix_ids=None, prefix_embeds=None,

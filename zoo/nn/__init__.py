@@ -1,7 +1,9 @@
 """Shared layers: RoPE tables, attention over a static KV cache, SwiGLU."""
 
 from .attention import Attention, KVCache
+from .linear import Linear, linear
 from .mlp import SwiGLU, find_multiple, llama_ffn_dim
-from .rope import apply_rope, rope_1d, rope_2d
+from .norm import RMSNorm
+from .rope import apply_rope, rope_1d, rope_2d, rope_rotation
 
-__all__ = ["Attention", "KVCache", "SwiGLU", "apply_rope", "find_multiple", "llama_ffn_dim", "rope_1d", "rope_2d"]
+__all__ = ["Attention", "KVCache", "Linear", "linear", "RMSNorm", "SwiGLU", "apply_rope", "find_multiple", "llama_ffn_dim", "rope_1d", "rope_2d", "rope_rotation"]

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .linear import Linear
 from .rope import apply_rope
 
 
@@ -41,18 +42,19 @@ class Attention(nn.Module):
             raise ValueError(f"num_heads={num_heads} is not a multiple of num_kv_heads={num_kv_heads}.")
         self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
         self.head_dim = dim // num_heads
-        self.qkv = nn.Linear(dim, (num_heads + 2 * num_kv_heads) * self.head_dim, bias=False)
-        self.proj = nn.Linear(num_heads * self.head_dim, dim, bias=False)
+        self.qkv = Linear(dim, (num_heads + 2 * num_kv_heads) * self.head_dim, bias=False)
+        self.proj = Linear(num_heads * self.head_dim, dim, bias=False)
         self.dropout = dropout
         self.kv_cache: KVCache | None = None
 
     def forward(
         self,
         x: torch.Tensor,  # [B, T, dim]
-        rope: torch.Tensor | None,  # [T, head_dim // 2, 2] or None
-        mask: torch.Tensor | None,  # bool, broadcastable to [B, heads, T, S]; None with is_causal
+        rope: torch.Tensor | None,  # complex rotations from rope_rotation(), or None
+        mask: torch.Tensor | None,  # bool or additive float, broadcastable to [B, heads, T, S]
         input_pos: torch.Tensor | None = None,  # [T] cache positions when decoding; None: no cache
         is_causal: bool = False,
+        kv_len: int | None = None,  # attend to cache positions [0, kv_len) only (eager decoding)
     ) -> torch.Tensor:
         B, T, _ = x.shape
         H, Hkv, Dh = self.num_heads, self.num_kv_heads, self.head_dim
@@ -64,6 +66,8 @@ class Attention(nn.Module):
         v = v.view(B, T, Hkv, Dh).transpose(1, 2)
         if input_pos is not None:  # decoding: write the new positions, attend over the whole cache
             k, v = self.kv_cache.update(input_pos, k, v)
+            if kv_len is not None:
+                k, v = k[:, :, :kv_len], v[:, :, :kv_len]
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=H != Hkv,
             dropout_p=self.dropout if self.training else 0.0,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
+from .linear import Linear
+
 
 def find_multiple(n: int, k: int) -> int:
     """The smallest multiple of k that is >= n."""
@@ -24,10 +26,11 @@ class SwiGLU(nn.Module):
 
     def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0):
         super().__init__()
-        self.gate_up = nn.Linear(dim, 2 * hidden_dim, bias=False)
-        self.down = nn.Linear(hidden_dim, dim, bias=False)
-        self.dropout = nn.Dropout(dropout)
+        self.gate_up = Linear(dim, 2 * hidden_dim, bias=False)
+        self.down = Linear(hidden_dim, dim, bias=False)
+        self.dropout = dropout
 
     def forward(self, x):
         gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.dropout(self.down(F.silu(gate) * up))
+        out = self.down(F.silu(gate) * up)
+        return F.dropout(out, self.dropout, training=True) if self.training and self.dropout else out

@@ -1,0 +1,30 @@
+"""`Linear`: nn.Linear whose CPU inference matmul goes through oneDNN.
+
+On the CPUs zoo is developed on, MKL's sgemm (what F.linear calls for float32 on CPU) reaches a
+third of the memory bandwidth on the few-row products of AR decoding, while oneDNN's linear (the
+kernel inductor's CPU backend uses) reaches the bound. Same weights, same layout, same results
+within float tolerance; training, GPUs and other dtypes use F.linear. See benchmarks/ar_engine.py.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_ONEDNN_LINEAR = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+_USE_ONEDNN = _ONEDNN_LINEAR is not None and torch.backends.mkldnn.is_available()
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    if (_USE_ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()):  # inductor lowers this op only for frozen weights
+        return _ONEDNN_LINEAR(x, weight, bias, "none", [], "")
+    return F.linear(x, weight, bias)
+
+
+class Linear(nn.Linear):
+    """Drop-in nn.Linear (same parameters and state-dict keys) using `linear` above."""
+
+    def forward(self, x):
+        return linear(x, self.weight, self.bias)
