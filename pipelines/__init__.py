@@ -1,0 +1,11 @@
+"""zoo's pipelines: one file per family, each a `diffusers.DiffusionPipeline` subclass.
+
+Importing zoo registers these classes in the `diffusers` namespace, so
+`DiffusionPipeline.from_pretrained(folder)` opens zoo pipelines too.
+"""
+
+from .ar_tokens import ARTokenPipeline, TokenPipelineOutput
+from .base import ZooPipeline
+
+__all__ = ["ARTokenPipeline", "TokenPipelineOutput", "ZooPipeline"]
+PIPELINE_CLASSES = ["ARTokenPipeline"]

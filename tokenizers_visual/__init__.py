@@ -1,0 +1,1 @@
+"""Image tokenizers: 2D VQ, multi-scale residual VQ, FlexTok, KARL, VAT (filled by their issues)."""

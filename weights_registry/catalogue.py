@@ -1,0 +1,78 @@
+"""The catalogue of named checkpoints. Pure data: importing it loads no model code.
+
+Three kinds of entry:
+- "builtin": a folder shipped inside this package (`weights_registry/builtin/<folder>`), trained by a
+  zoo recipe; its README.md is the model card.
+- "hub": a zoo-format repository on the Hugging Face Hub, pinned to a revision (and sha256 per file).
+- "original": an official checkpoint in its original format, converted by `zoo convert NAME`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+BUILTIN_DIR = Path(__file__).parent / "builtin"
+KINDS = ("builtin", "hub", "original")
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    kind: str
+    description: str
+    folder: str | None = None  # builtin: folder under BUILTIN_DIR
+    repo_id: str | None = None  # hub / original
+    revision: str | None = None
+    files: dict[str, str | None] = field(default_factory=dict)  # file name -> sha256 (None: not pinned yet)
+    converter: str | None = None  # original: name of a converter in weights_registry.converters
+    converter_kwargs: dict = field(default_factory=dict)
+    paper: str | None = None
+
+    @property
+    def path(self) -> Path | None:
+        return BUILTIN_DIR / self.folder if self.kind == "builtin" else None
+
+    @property
+    def pinned(self) -> bool:
+        return bool(self.revision) and bool(self.files) and all(self.files.values())
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["pinned"] = self.pinned
+        if self.path is not None:
+            d["path"] = str(self.path)
+        return d
+
+
+# The sha256 of the official LlamaGen files could not be read on the offline machine that wrote
+# this entry; `zoo convert` prints the digest of a verified download so it can be pinned here.
+_LLAMAGEN = "https://arxiv.org/abs/2406.06525"
+_ENTRIES = [
+    Entry(f"llamagen-gpt-{size.lower()}-{res}", "original",
+          f"LlamaGen GPT-{size} class-conditional ImageNet {res}px (official checkpoint, converted)",
+          repo_id="FoundationVision/LlamaGen", revision="main", files={f"c2i_{size}_{res}.pt": None},
+          converter="llamagen-gpt", converter_kwargs={"image_size": res}, paper=_LLAMAGEN)
+    for size, res in [("B", 256), ("B", 384), ("L", 256), ("L", 384), ("XL", 384), ("XXL", 384), ("3B", 384)]
+]
+
+CATALOGUE: dict[str, Entry] = {e.name: e for e in _ENTRIES}
+
+
+def register(entry: Entry) -> Entry:
+    """Add an entry (used by tests and by packages that ship their own models)."""
+    if entry.kind not in KINDS:
+        raise ValueError(f"unknown entry kind {entry.kind!r}; pass one of {KINDS}.")
+    CATALOGUE[entry.name] = entry
+    return entry
+
+
+def get_entry(name: str) -> Entry | None:
+    return CATALOGUE.get(name)
+
+
+def list_models(kind: str | None = None) -> list[Entry]:
+    """Catalogue entries, optionally of one kind ("builtin", "hub", "original"), sorted by name."""
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; pass one of {KINDS} or None.")
+    return sorted((e for e in CATALOGUE.values() if kind in (None, e.kind)), key=lambda e: e.name)
