@@ -2,8 +2,9 @@
 
 On the CPUs zoo is developed on, MKL's sgemm (what F.linear calls for float32 on CPU) reaches a
 third of the memory bandwidth on the few-row products of AR decoding, while oneDNN's linear (the
-kernel inductor's CPU backend uses) reaches the bound. Same weights, same layout, same results
-within float tolerance; training, GPUs and other dtypes use F.linear. See benchmarks/ar_engine.py.
+kernel inductor's CPU backend uses for frozen weights) gets close to it. Same weights, same layout,
+same results; training, GPUs and other dtypes use F.linear. Under torch.compile the oneDNN call is a
+custom op, opaque to inductor, which fuses everything around it. See benchmarks/ar_engine.py.
 """
 
 from __future__ import annotations
@@ -16,9 +17,20 @@ _ONEDNN_LINEAR = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise"
 _USE_ONEDNN = _ONEDNN_LINEAR is not None and torch.backends.mkldnn.is_available()
 
 
+@torch.library.custom_op("zoo::onednn_linear", mutates_args=())
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return _ONEDNN_LINEAR(x, weight, bias, "none", [], "")
+
+
+@onednn_linear.register_fake
+def _(x, weight, bias):
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    if (_USE_ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
-            and not torch.compiler.is_compiling()):  # inductor lowers this op only for frozen weights
+    if _USE_ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled():
+        if torch.compiler.is_compiling():
+            return onednn_linear(x, weight, bias)
         return _ONEDNN_LINEAR(x, weight, bias, "none", [], "")
     return F.linear(x, weight, bias)
 

@@ -48,22 +48,27 @@ def rope_2d(height: int, width: int, head_dim: int, base: float = 10000.0) -> to
 
 
 def rope_rotation(table: torch.Tensor) -> torch.Tensor:
-    """A (cos, sin) table [T, head_dim // 2, 2] (or [B, T, ...]) -> complex rotations [1|B, T, 1, head_dim // 2].
-
-    Computed once per forward pass and shared by every layer.
-    """
+    """A (cos, sin) table [T, head_dim // 2, 2] (or [B, T, ...]) -> [1|B, T, 1, head_dim // 2, 2] float32,
+    laid out to broadcast over heads. Computed once per forward pass and shared by every layer."""
     if table.dim() == 3:
         table = table[None]
-    return torch.view_as_complex(table.float().contiguous())[:, :, None]
+    return table.float().contiguous()[:, :, None]
 
 
 def apply_rope(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
-    """Rotate x [B, T, H, head_dim] by `rope_rotation(table)`.
+    """Rotate x [B, T, H, head_dim] by `rope_rotation(table)`: each interleaved pair (x[2i], x[2i+1])
+    turns by its angle, in float32 (LlamaGen's `apply_rotary_emb`).
 
-    Each interleaved pair (x[2i], x[2i+1]) is multiplied as a complex number by cos + i sin, in float32
-    (LlamaGen's `apply_rotary_emb`; one complex multiply is 3x faster on CPU than the real-valued form).
+    Eager code multiplies complex numbers (one kernel, 3x faster on CPU than the real-valued form);
+    under torch.compile the real-valued form is traced, which inductor fuses (it does not take complex).
     """
-    pairs = x.float().unflatten(-1, (-1, 2))
-    if pairs.stride(-1) != 1 or pairs.storage_offset() % 2:
-        pairs = pairs.contiguous()
-    return torch.view_as_real(torch.view_as_complex(pairs) * rotation).flatten(-2).type_as(x)
+    pairs = x.float().unflatten(-1, (-1, 2))  # [B, T, H, head_dim // 2, 2]
+    if torch.compiler.is_compiling():
+        x0, x1 = pairs.unbind(-1)
+        cos, sin = rotation.unbind(-1)
+        rotated = torch.stack([x0 * cos - x1 * sin, x1 * cos + x0 * sin], dim=-1)
+    else:
+        if pairs.stride(-1) != 1 or pairs.storage_offset() % 2:
+            pairs = pairs.contiguous()
+        rotated = torch.view_as_real(torch.view_as_complex(pairs) * torch.view_as_complex(rotation))
+    return rotated.flatten(-2).type_as(x)

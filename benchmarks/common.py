@@ -1,0 +1,67 @@
+"""What every benchmark shares: the results file (DESIGN.md section 7) and its table in BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import re
+from pathlib import Path
+
+from zoo.utils.io import atomic_file
+
+RESULTS_DIR = Path(__file__).parent / "results"
+BENCHMARKS_MD = Path(__file__).parent.parent / "BENCHMARKS.md"
+
+
+def machine_description(threads: int) -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPU cores ({cpu}), {threads} threads, torch {torch.__version__}"
+
+
+def claim(text: str, holds: bool, evidence: str) -> dict:
+    return {"claim": text, "holds": bool(holds), "evidence": evidence}
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    def fmt(v):
+        return f"{v:.3g}" if isinstance(v, float) and abs(v) < 10 else (f"{v:.1f}" if isinstance(v, float) else str(v))
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_results(name: str, command: str, machine: str, rows: list[dict], claims: list[dict],
+                  columns: list[str], quick: bool = False, notes: str = "") -> Path:
+    """Write results/<name>.json (or <name>.quick.json) and, for full runs, the BENCHMARKS.md section."""
+    result = {"benchmark": name, "command": command, "date": datetime.date.today().isoformat(),
+              "machine": machine, "rows": rows, "claims": claims}
+    path = RESULTS_DIR / f"{name}{'.quick' if quick else ''}.json"
+    with atomic_file(path, "w") as f:
+        json.dump(result, f, indent=2)
+    if not quick and BENCHMARKS_MD.is_file():
+        section = "\n".join([
+            f"<!-- {name}:start -->",
+            f"Command: `{command}` ({result['date']}, {machine}).",
+            "", markdown_table(rows, columns), "",
+            *[f"- {'✅' if c['holds'] else '❌'} {c['claim']}: {c['evidence']}" for c in claims],
+            *([""] + [notes] if notes else []),
+            f"<!-- {name}:end -->",
+        ])
+        text = BENCHMARKS_MD.read_text()
+        pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S)
+        text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
+        with atomic_file(BENCHMARKS_MD, "w") as f:
+            f.write(text)
+    return path

@@ -1,0 +1,232 @@
+"""The `zoo` command: list | info | generate | tokenize | train | convert | bench.
+
+Each subcommand has --help. Heavy imports (torch, diffusers) happen inside the subcommand that needs
+them, so `zoo list` and `zoo --help` answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import json
+import sys
+from pathlib import Path
+
+# name -> module with main(argv); the module lives in the installed `benchmarks` package
+BENCHMARKS = {"ar-engine": "benchmarks.ar_engine"}
+# converter name -> (module, function); each function takes the checkpoint path plus keyword options
+CONVERTERS = {"llamagen-gpt": ("weights_registry.converters.llamagen", "convert_llamagen_gpt")}
+
+
+def _fail(message: str) -> int:
+    print(f"zoo: error: {message}", file=sys.stderr)
+    return 2
+
+
+# ------------------------------------------------------------------------------------------- list / info
+def cmd_list(args) -> int:
+    from weights_registry import list_models
+
+    entries = list_models(args.kind)
+    if args.json:
+        print(json.dumps([e.to_dict() for e in entries], indent=2))
+        return 0
+    if not entries:
+        print("no models in the catalogue" + (f" of kind {args.kind!r}" if args.kind else ""))
+        return 0
+    width = max(len(e.name) for e in entries)
+    for e in entries:
+        print(f"{e.name:<{width}}  {e.kind:<8}  {e.description}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from weights_registry import get_entry
+
+    entry = get_entry(args.name)
+    if entry is not None:
+        info = entry.to_dict()
+        card = entry.path / "README.md" if entry.path else None
+        if card is not None and card.is_file():
+            info["model_card"] = str(card)
+    elif Path(args.name).is_dir():
+        folder = Path(args.name)
+        info = {"name": args.name, "kind": "folder"}
+        for file in ("model_index.json", "config.json"):
+            if (folder / file).is_file():
+                info[file] = json.loads((folder / file).read_text())
+    else:
+        return _fail(f"{args.name!r} is neither in the catalogue nor a local folder; `zoo list` shows the names.")
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- generate
+def _save_output(output, out: Path) -> str:
+    """Write a pipeline output to `out`, by what it holds."""
+    import numpy as np
+    import torch
+
+    if hasattr(output, "tokens"):
+        tokens = output.tokens
+        tokens = tokens.cpu().numpy() if isinstance(tokens, torch.Tensor) else np.asarray(tokens)
+        if out.suffix == ".npy":
+            np.save(out, tokens)
+        elif out.suffix == ".pt":
+            torch.save(torch.from_numpy(tokens), out)
+        else:
+            raise ValueError(f"token outputs are written as .npy or .pt, not {out.suffix!r}.")
+        return f"tokens {tuple(tokens.shape)}"
+    raise ValueError(f"zoo generate does not know how to write a {type(output).__name__}.")
+
+
+def cmd_generate(args) -> int:
+    import torch
+
+    import zoo
+
+    pipe = zoo.load(args.model)
+    params = inspect.signature(pipe.__call__).parameters
+    given = {
+        "class_labels": args.class_labels, "prompt": args.prompt, "num_inference_steps": args.steps,
+        "guidance_scale": args.guidance_scale, "temperature": args.temperature, "top_k": args.top_k,
+        "top_p": args.top_p, "num_tokens": args.num_tokens,
+    }
+    kwargs = {k: v for k, v in given.items() if v is not None}
+    unsupported = sorted(k for k in kwargs if k not in params)
+    if unsupported:
+        return _fail(f"{type(pipe).__name__} does not take {unsupported}; it takes {sorted(params)}.")
+    kwargs["generator"] = torch.Generator().manual_seed(args.seed)
+    output = pipe(**kwargs)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    print(f"wrote {_save_output(output, args.out)} to {args.out}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- train / tokenize
+def cmd_train(args) -> int:
+    from zoo.train import RECIPES
+
+    if args.recipe is None or args.recipe not in RECIPES:
+        names = ", ".join(sorted(RECIPES)) or "none yet"
+        return _fail(f"unknown recipe {args.recipe!r}; available recipes: {names}.")
+    return importlib.import_module(RECIPES[args.recipe]).main(args.recipe_args)
+
+
+def cmd_tokenize(args) -> int:
+    return _fail("no tokenizer is available yet; tokenizers arrive with the image, audio and 3D models.")
+
+
+# ------------------------------------------------------------------------------------------- convert
+def cmd_convert(args) -> int:
+    from weights_registry import get_entry
+
+    from zoo.hub import download, sha256_of
+
+    entry = get_entry(args.source)
+    kwargs = {}
+    if entry is not None and entry.kind == "original":
+        converter = entry.converter
+        kwargs.update(entry.converter_kwargs)
+        (file_name,) = entry.files
+        if args.checkpoint is None:
+            folder = download(entry.repo_id, entry.revision, files=[file_name])
+            args.checkpoint = folder / file_name
+        digest = sha256_of(args.checkpoint)
+        expected = entry.files[file_name]
+        if expected and digest != expected:
+            return _fail(f"sha256 of {args.checkpoint} is {digest}, expected {expected}: corrupt or wrong file.")
+        if not expected:
+            print(f"note: {entry.name} has no pinned sha256 yet; this file's sha256 is {digest}")
+    elif args.source in CONVERTERS:
+        converter = args.source
+        if args.checkpoint is None:
+            return _fail(f"converter {args.source!r} needs --checkpoint PATH.")
+    else:
+        names = sorted(CONVERTERS) + [e.name for e in __import__("weights_registry").list_models("original")]
+        return _fail(f"unknown source {args.source!r}; pass one of: {', '.join(names)}.")
+    for key in ("num_heads", "image_size"):
+        if getattr(args, key) is not None:
+            kwargs[key] = getattr(args, key)
+    module, function = CONVERTERS[converter]
+    model = getattr(importlib.import_module(module), function)(args.checkpoint, **kwargs)
+
+    from pipelines import ARTokenPipeline
+
+    ARTokenPipeline(transformer=model).save_pretrained(args.out)
+    print(f"converted {args.checkpoint} -> {args.out} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M "
+          "parameters); load it with zoo.load(folder)")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- bench
+def cmd_bench(args) -> int:
+    if args.name not in BENCHMARKS:
+        return _fail(f"unknown benchmark {args.name!r}; available: {', '.join(sorted(BENCHMARKS))}.")
+    return importlib.import_module(BENCHMARKS[args.name]).main(args.bench_args) or 0
+
+
+# ------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zoo", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list the catalogue of named models")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--kind", choices=["builtin", "hub", "original"], help="only entries of this kind")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("info", help="show a catalogue entry or a local model folder")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("generate", help="generate with a model (built-in name, folder or Hub id)")
+    p.add_argument("model")
+    p.add_argument("--class", dest="class_labels", type=int, action="append", help="class label (repeatable)")
+    p.add_argument("--prompt", help="text prompt")
+    p.add_argument("--steps", type=int, help="inference steps (for pipelines that take them)")
+    p.add_argument("--num-tokens", type=int, help="tokens to sample (token pipelines)")
+    p.add_argument("--guidance-scale", type=float)
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="output file (.npy/.pt for tokens)")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("tokenize", help="encode your own data with a tokenizer")
+    p.add_argument("tokenizer", nargs="?")
+    p.set_defaults(func=cmd_tokenize)
+
+    p = sub.add_parser("train", help="run a training recipe (accelerate launch -m zoo train ... for many GPUs)")
+    p.add_argument("recipe", nargs="?")
+    p.add_argument("recipe_args", nargs=argparse.REMAINDER, help="arguments for the recipe")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("convert", help="convert an official checkpoint into a zoo folder")
+    p.add_argument("source", help="a catalogue name (`zoo list --kind original`) or a converter: "
+                                  + ", ".join(sorted(CONVERTERS)))
+    p.add_argument("--checkpoint", type=Path, help="local original checkpoint (else downloaded for catalogue names)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--num-heads", type=int, help="attention heads, when not the standard size's")
+    p.add_argument("--image-size", type=int, help="image size the model was trained at (token grid = size / 16)")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("bench", help="run a benchmark from benchmarks/ (results to benchmarks/results/)")
+    p.add_argument("name", help="one of: " + ", ".join(sorted(BENCHMARKS)))
+    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for the benchmark (e.g. --quick)")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        return _fail(str(err))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

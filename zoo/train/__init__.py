@@ -1,0 +1,6 @@
+"""Training recipes, run by `zoo train NAME` (or `accelerate launch -m zoo train NAME` on many GPUs).
+
+RECIPES maps a recipe name to the module whose `main(argv)` runs it; each model issue adds its own.
+"""
+
+RECIPES: dict[str, str] = {}
