@@ -1,0 +1,91 @@
+import pytest
+import torch
+
+from tests.conftest import tiny_transformer
+from zoo.ar import ARTransformer
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(hidden_size=64, num_heads=5), "not divisible by num_heads=5"),
+    (dict(num_heads=4, num_kv_heads=3), "not a multiple of num_kv_heads=3"),
+    (dict(position_embedding="alibi"), "position_embedding='alibi'"),
+    (dict(attention="sliding"), "attention='sliding'"),
+    (dict(grid_size=None, seq_len=None), "pass seq_len"),
+    (dict(grid_size=None, seq_len=16), "needs grid_size"),
+    (dict(attention="block_causal", block_sizes=[4, 4]), "block_sizes summing to seq_len=16"),
+    (dict(num_prefix_tokens=0), "needs num_prefix_tokens >= 1"),
+])
+def test_bad_config_is_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_transformer(**kwargs)
+
+
+def test_llamagen_presets_have_the_published_sizes():
+    with torch.device("meta"):
+        sizes = {s: sum(p.numel() for p in ARTransformer.llamagen(s).parameters()) / 1e6 for s in ("B", "L", "XL")}
+    # LlamaGen's reported 111M / 343M / 775M
+    assert sizes["B"] == pytest.approx(111, abs=1.5) and sizes["L"] == pytest.approx(343, abs=2)
+    assert sizes["XL"] == pytest.approx(775, abs=3)
+    with pytest.raises(ValueError, match="unknown LlamaGen size"):
+        ARTransformer.llamagen("M")
+
+
+def test_attention_masks():
+    causal = tiny_transformer(num_classes=0, position_embedding="rope_1d", grid_size=None, seq_len=4,
+                              num_prefix_tokens=1).attention_mask(5)[0, 0]
+    assert torch.equal(causal, torch.tril(torch.ones(5, 5, dtype=torch.bool)))
+    block = tiny_transformer(attention="block_causal", block_sizes=[1, 3, 12]).attention_mask(6)[0, 0]
+    # prefix | 1 | 3 (positions 2..4 see each other) | 12...
+    assert block[2, 4] and block[4, 2] and not block[1, 2] and block[2, 1]
+    assert tiny_transformer(attention="bidirectional").attention_mask(6).all()
+    padded = tiny_transformer().attention_mask(3, prefix_mask=torch.tensor([[False], [True]]))
+    assert not padded[0, 0, 2, 0] and padded[0, 0, 0, 0] and padded[1, 0, 2, 0]
+
+
+def test_bidirectional_model_sees_the_future():
+    model = tiny_transformer(attention="bidirectional")
+    ids = torch.randint(0, 64, (1, 8))
+    changed = ids.clone()
+    changed[0, -1] = (ids[0, -1] + 1) % 64
+    with torch.no_grad():
+        a, b = model(ids, class_labels=[2]), model(changed, class_labels=[2])
+    assert not torch.allclose(a[:, 0], b[:, 0])  # the first position depends on the last
+    causal = tiny_transformer()
+    with torch.no_grad():
+        assert torch.allclose(causal(ids, class_labels=[2])[:, :-1], causal(changed, class_labels=[2])[:, :-1])
+
+
+def test_continuous_inputs():
+    model = tiny_transformer(input_dim=8)
+    with torch.no_grad():
+        logits = model(torch.randn(2, 5, 8), class_labels=[1, 2])
+    assert logits.shape == (2, 6, 64)
+
+
+def test_forward_validates_inputs(tiny_model):
+    with pytest.raises(ValueError, match="out of range"):
+        tiny_model(torch.tensor([[1, 64]]), class_labels=[1])
+    with pytest.raises(ValueError, match="expects a condition prefix"):
+        tiny_model(torch.tensor([[1, 2]]))
+    with pytest.raises(ValueError, match="exceeds the context of 17"):
+        tiny_model(torch.zeros(1, 17, dtype=torch.long), class_labels=[1])
+    with pytest.raises(ValueError, match="exactly one of"):
+        tiny_model.embed_condition(class_labels=[1], prefix_ids=torch.tensor([[1]]))
+
+
+def test_class_dropout_only_in_training():
+    model = tiny_transformer(class_dropout_prob=1.0)
+    null = model.class_embedding.weight[10]
+    assert not torch.allclose(model.embed_condition(class_labels=[3])[0, 0], null)
+    model.train()
+    assert torch.allclose(model.embed_condition(class_labels=[3])[0, 0], null)
+
+
+def test_save_load_round_trip(tmp_path, tiny_model):
+    tiny_model.save_pretrained(tmp_path / "m")
+    assert (tmp_path / "m" / "diffusion_pytorch_model.safetensors").is_file()
+    loaded = ARTransformer.from_pretrained(tmp_path / "m").eval()
+    ids = torch.randint(0, 64, (2, 8))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids, class_labels=[1, 2]), tiny_model(ids, class_labels=[1, 2]))
+    assert loaded.config.grid_size == [4, 4]
