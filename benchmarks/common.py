@@ -43,11 +43,11 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
 
 
 def write_results(name: str, command: str, machine: str, rows: list[dict], claims: list[dict],
-                  columns: list[str], quick: bool = False, notes: str = "") -> Path:
+                  columns: list[str], quick: bool = False, notes: str = "", results_dir: Path | None = None) -> Path:
     """Write results/<name>.json (or <name>.quick.json) and, for full runs, the BENCHMARKS.md section."""
     result = {"benchmark": name, "command": command, "date": datetime.date.today().isoformat(),
               "machine": machine, "rows": rows, "claims": claims}
-    path = RESULTS_DIR / f"{name}{'.quick' if quick else ''}.json"
+    path = Path(results_dir or RESULTS_DIR) / f"{name}{'.quick' if quick else ''}.json"
     with atomic_file(path, "w") as f:
         json.dump(result, f, indent=2)
     if not quick and BENCHMARKS_MD.is_file():
