@@ -8,4 +8,8 @@ from .ar_tokens import ARTokenPipeline, TokenPipelineOutput
 from .base import ZooPipeline
 
 __all__ = ["ARTokenPipeline", "TokenPipelineOutput", "ZooPipeline"]
-PIPELINE_CLASSES = ["ARTokenPipeline"]
+PIPELINE_CLASSES = ["ARTokenPipeline"]  # registered in the diffusers namespace
+
+from zoo._plugin import register_pipelines  # noqa: E402
+
+register_pipelines()

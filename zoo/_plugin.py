@@ -19,6 +19,7 @@ _TRIGGER = "diffusers.pipelines.pipeline_utils"
 
 
 def register_pipelines():
+    """Set zoo's pipeline classes as attributes of the diffusers module (called by `pipelines`)."""
     import diffusers
 
     import pipelines
@@ -28,8 +29,11 @@ def register_pipelines():
 
 
 def _register_after_load():
+    partial = sys.modules.get("pipelines")
+    if partial is not None and not hasattr(partial, "PIPELINE_CLASSES"):
+        return  # `pipelines` is being imported (it imported diffusers): it registers itself when done
     try:
-        register_pipelines()
+        import pipelines  # noqa: F401  (importing it registers the classes)
     except Exception as err:  # never break the user's diffusers import
         warnings.warn(f"zoo could not register its pipelines with diffusers: {err!r}", stacklevel=2)
 
