@@ -368,7 +368,11 @@ class ARTransformer(AtomicSaveMixin, ModelMixin, ConfigMixin):
                 cache.k.zero_(), cache.v.zero_()
             else:
                 attn.kv_cache = KVCache(*shape[:3], attn.head_dim, dtype=dtype, device=device)
-        self._cache_mask = self.attention_mask(max_len, prefix_mask, device)
+        mask = self.attention_mask(max_len, prefix_mask, device)
+        if self._cache_mask is not None and self._cache_mask.shape == mask.shape and self._cache_mask.device == device:
+            self._cache_mask.copy_(mask)  # same tensor as last time: compiled steps and CUDA graphs keep it
+        else:
+            self._cache_mask = mask
 
     def clear_cache(self):
         """Free the KV cache."""
