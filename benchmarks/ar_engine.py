@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     new_tokens = 32 if args.quick else 256
     batch = 4 if args.quick else 16
-    repeat = args.repeat or (1 if args.quick else 3)
+    repeat = args.repeat or (1 if args.quick else 4)
 
     hf, zoo_model = build_models()
     zoo_run, naive_run, hf_run = runners(hf, zoo_model, new_tokens)
@@ -151,6 +151,8 @@ def main(argv=None) -> int:
               f"({cfg_vs_hf:.2f}x)"),
     ]
     command = "python benchmarks/ar_engine.py" + (" --quick" if args.quick else "")
+    if args.repeat or args.threads != 2:
+        command += f" --repeat {repeat} --threads {args.threads}"
     machine = machine_description(args.threads) + f", load average {os.getloadavg()[0]:.2f} at the end"
     path = write_results("ar_engine", command, machine, rows, claims, quick=args.quick,
                          columns=["system", "batch", "model_rows", "tokens_per_s", "ms_per_step"],
