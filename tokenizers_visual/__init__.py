@@ -1,1 +1,6 @@
-"""Image tokenizers: 2D VQ, multi-scale residual VQ, FlexTok, KARL, VAT (filled by their issues)."""
+"""Image and shape tokenizers: LlamaGen's 2D VQ today; multi-scale residual VQ, FlexTok, KARL and VAT
+arrive with their issues."""
+
+from .vq import VQModel
+
+__all__ = ["VQModel"]

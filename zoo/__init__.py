@@ -19,6 +19,8 @@ _PUBLIC = {
     # engine
     "ARTransformer": "zoo.ar", "generate": "zoo.ar", "GenerationOutput": "zoo.ar", "NextTokenStep": "zoo.ar",
     "ConstantGuidance": "zoo.ar", "LinearGuidance": "zoo.ar", "GuidanceSchedule": "zoo.ar",
+    # tokenizers
+    "VQModel": "tokenizers_visual",
     # pipelines
     "ZooPipeline": "pipelines", "ARTokenPipeline": "pipelines", "TokenPipelineOutput": "pipelines",
     # loading and the catalogue

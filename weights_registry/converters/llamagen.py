@@ -1,4 +1,4 @@
-"""LlamaGen GPT checkpoints (`c2i_{B,L,XL,XXL,3B}_{256,384}.pt`) -> `ARTransformer`.
+"""LlamaGen checkpoints -> zoo: GPT (`c2i_*.pt`) -> `ARTransformer`, tokenizer (`vq_ds*.pt`) -> `VQModel`.
 
 LlamaGen (FoundationVision/LlamaGen, autoregressive/models/gpt.py) keys, for layer i:
 `layers.i.attention.wqkv`, `layers.i.attention.wo`, `layers.i.feed_forward.{w1,w2,w3}`,
@@ -10,6 +10,7 @@ one-to-one. RoPE tables are not stored; zoo rebuilds LlamaGen's 2D table from th
 from __future__ import annotations
 
 import os
+import re
 
 import torch
 
@@ -100,3 +101,52 @@ def convert_llamagen_gpt(
     model.load_state_dict({k: v.float() for k, v in new.items()}, strict=True)
     return model.eval()
 
+
+
+# ----------------------------------------------------------------------------------------- VQ tokenizer
+# LlamaGen's VQModel names -> zoo's (tokenizers_visual/vq.py); the rest of each key is unchanged.
+_VQ_RENAMES = [
+    (r"\.conv_blocks\.", ".levels."), (r"\.nin_shortcut\.", ".shortcut."), (r"\.proj_out\.", ".proj."),
+    (r"\.(downsample|upsample)\.", ".resample."), (r"\.mid\.0\.", ".mid.res1."), (r"\.mid\.1\.", ".mid.attn."),
+    (r"\.mid\.2\.", ".mid.res2."), (r"^quantize\.embedding\.", "quantizer.embedding."),
+]
+
+
+def llamagen_vq_key(key: str) -> str:
+    for pattern, replacement in _VQ_RENAMES:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def convert_llamagen_vq(checkpoint: str | os.PathLike | dict, *, norm_groups: int = 32):
+    """Build a `VQModel` from a LlamaGen tokenizer checkpoint (`vq_ds16_c2i.pt`, `vq_ds8_c2i.pt`, ...).
+
+    The weights are read from `ckpt["model"]` (the discriminator and optimizer entries are ignored);
+    widths, levels, block counts and the codebook are read off the tensor shapes.
+    """
+    from tokenizers_visual.vq import VQModel
+
+    if not isinstance(checkpoint, dict):
+        checkpoint = load_torch_checkpoint(checkpoint)
+    sd = pick_state_dict(checkpoint, ("ema", "model"))
+    sd.pop("quantize.codebook_used", None)  # a usage counter, not a weight
+    if "quantize.embedding.weight" not in sd or "encoder.conv_in.weight" not in sd:
+        raise ValueError("not a LlamaGen VQ checkpoint: quantize.embedding.weight / encoder.conv_in.weight missing.")
+    codebook_size, codebook_dim = sd["quantize.embedding.weight"].shape
+    encoder_ch, in_channels = sd["encoder.conv_in.weight"].shape[:2]
+    levels = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("encoder.conv_blocks."))
+    widths = [sd[f"encoder.conv_blocks.{i}.res.0.conv1.weight"].shape[0] for i in range(levels)]
+    ch_mult = [w // encoder_ch for w in widths]
+    num_res_blocks = 1 + max(int(k.split(".")[4]) for k in sd if k.startswith("encoder.conv_blocks.0.res."))
+    decoder_ch = sd[f"decoder.conv_blocks.{levels - 1}.res.0.conv1.weight"].shape[0] // ch_mult[0]
+    model = VQModel(in_channels=in_channels, codebook_size=codebook_size, codebook_dim=codebook_dim,
+                    codebook_l2_norm=True, encoder_ch=encoder_ch, decoder_ch=decoder_ch, encoder_ch_mult=ch_mult,
+                    decoder_ch_mult=ch_mult, num_res_blocks=num_res_blocks,
+                    z_channels=sd["quant_conv.weight"].shape[1], norm_groups=norm_groups)
+    new = {llamagen_vq_key(k): v for k, v in sd.items()}
+    expected = model.state_dict()
+    check_keys(new, expected, what="LlamaGen VQ checkpoint (after renaming)")
+    for name, tensor in new.items():
+        check_shape(name, tensor, expected[name].shape)
+    model.load_state_dict({k: v.float() for k, v in new.items()}, strict=True)
+    return model.eval()
