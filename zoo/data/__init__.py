@@ -1,0 +1,1 @@
+"""Procedural datasets made on the fly, deterministic by seed (no downloads)."""
