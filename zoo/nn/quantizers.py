@@ -25,6 +25,9 @@ class VectorQuantizer(nn.Module):
         self.num_codes, self.code_dim, self.l2_norm, self.beta = num_codes, code_dim, l2_norm, beta
         self.embedding = nn.Embedding(num_codes, code_dim)
         nn.init.uniform_(self.embedding.weight, -1.0 / num_codes, 1.0 / num_codes)
+        # training statistics for dead-code restarts (not saved): uses per code, and the latest inputs
+        self.register_buffer("usage", torch.zeros(num_codes, dtype=torch.long), persistent=False)
+        self.recent_inputs: torch.Tensor | None = None
 
     @property
     def codebook(self) -> torch.Tensor:
@@ -62,7 +65,33 @@ class VectorQuantizer(nn.Module):
         z_q = self.embed(ids)
         losses = {}
         if self.training:
+            self.usage += torch.bincount(ids.flatten(), minlength=self.num_codes)
+            self.recent_inputs = z.detach().reshape(-1, self.code_dim)
             losses["codebook"] = F.mse_loss(z_q, z.detach())
             losses["commitment"] = self.beta * F.mse_loss(z, z_q.detach())
         z_q = z + (z_q - z).detach()
         return z_q.permute(0, 3, 1, 2), ids, losses
+
+    @torch.no_grad()
+    def restart_dead_codes(self, candidates: torch.Tensor, usage: torch.Tensor | None = None,
+                           generator: torch.Generator | None = None) -> int:
+        """Move every code unused since the last restart onto a random candidate input vector
+        (candidates [N, C], e.g. `recent_inputs`); reset the usage counts. Returns the number moved.
+
+        usage: the counts to judge by (pass the sum over processes under data parallelism).
+        """
+        usage = self.usage if usage is None else usage
+        dead = (usage == 0).nonzero().flatten()
+        if len(dead) and len(candidates):
+            pick = torch.randint(len(candidates), (len(dead),), generator=generator, device=candidates.device)
+            vectors = candidates[pick].to(self.embedding.weight)
+            self.embedding.weight[dead] = F.normalize(vectors, dim=-1) if self.l2_norm else vectors
+        self.usage.zero_()
+        return len(dead)
+
+    def usage_stats(self, usage: torch.Tensor | None = None) -> dict:
+        """Share of codes used and the perplexity of the code distribution (from the usage counts)."""
+        usage = (self.usage if usage is None else usage).float()
+        probs = usage / usage.sum().clamp(min=1)
+        entropy = -(probs[probs > 0] * probs[probs > 0].log()).sum()
+        return {"codebook_usage": (usage > 0).float().mean().item(), "perplexity": entropy.exp().item()}

@@ -3,4 +3,6 @@
 RECIPES maps a recipe name to the module whose `main(argv)` runs it; each model issue adds its own.
 """
 
-RECIPES: dict[str, str] = {}
+RECIPES: dict[str, str] = {
+    "vq-shapes": "zoo.train.vq_shapes",
+}

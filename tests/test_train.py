@@ -1,0 +1,59 @@
+"""The shared training loop, through the vq-shapes recipe at toy size."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tokenizers_visual import VQModel
+from zoo.cli import main as zoo_main
+
+TOY = ["--size", "32", "--width", "32", "--codebook-size", "64", "--batch-size", "2", "--restart-every", "2"]
+
+
+def test_recipe_trains_logs_checkpoints_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    assert zoo_main(["train", "vq-shapes", "--out", str(out), "--steps", "4", *TOY]) == 0
+    model = VQModel.from_pretrained(out / "model")
+    assert model.config.codebook_size == 64
+    log = (out / "train.log").read_text()
+    assert "starting at step 0" in log and "dead codes restarted" in log and "done at step 4" in log
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["step"] == 4 and {"loss", "l1", "lr", "steps_per_s"} <= set(metrics[-1])
+    assert (out / "checkpoints" / "step_4" / "state.json").is_file()
+    # running again with more steps resumes from the checkpoint instead of starting over
+    assert zoo_main(["train", "vq-shapes", "--out", str(out), "--steps", "6", *TOY]) == 0
+    assert "resuming from" in (out / "train.log").read_text()
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 6
+
+
+def test_ema_weights_are_what_is_saved(tmp_path):
+    out = tmp_path / "ema"
+    assert zoo_main(["train", "vq-shapes", "--out", str(out), "--steps", "3", "--ema", "0.5", *TOY]) == 0
+    saved = VQModel.from_pretrained(out / "model")
+    assert all(torch.isfinite(p).all() for p in saved.parameters())
+
+
+def test_two_process_accelerate_launch(tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "zoo", "train", "vq-shapes", "--out", str(out),
+           "--steps", "3", *TOY]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 process(es)" in (out / "train.log").read_text()
+    assert (out / "model" / "config.json").is_file()
+    assert result.stdout.count("saved") == 1  # only the main process saves
+
+
+def test_bad_settings():
+    from zoo.train.loop import TrainConfig
+
+    with pytest.raises(ValueError, match="max_steps and batch_size"):
+        TrainConfig(output_dir="x", max_steps=0)
+    with pytest.raises(ValueError, match="mixed_precision"):
+        TrainConfig(output_dir="x", max_steps=1, mixed_precision="fp8")

@@ -1,0 +1,186 @@
+"""The training loop every zoo recipe runs: accelerate, mixed precision, EMA, checkpoints, logs.
+
+The same call trains on one CPU, on several GPUs, or on several machines: run the recipe with
+`zoo train NAME ...` or `accelerate launch --multi_gpu --num_processes N -m zoo train NAME ...` (DDP
+on GPUs, or gloo between CPU processes on a machine without GPUs; FSDP through `accelerate config`). A recipe provides the model, the dataset and a loss
+function `loss_fn(model, batch) -> (loss, {name: float})`; the loop does the rest:
+
+- AdamW with linear warm-up, gradient clipping, optional bf16/fp16 autocast (`mixed_precision`);
+- an EMA of the weights (diffusers' `EMAModel`) that is what gets saved at the end, if enabled;
+- `checkpoints/step_N` every `checkpoint_every` steps (accelerate state + EMA + step), and resume
+  from the newest one when the recipe is run again with the same `output_dir`;
+- a progress bar, and a log a person can read (`train.log`) next to `metrics.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str
+    max_steps: int
+    batch_size: int = 32  # per process
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = 0
+    grad_clip: float | None = 1.0
+    ema_decay: float | None = None
+    mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
+    log_every: int = 50
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    seed: int = 0
+    num_workers: int = 0
+    extra: dict = field(default_factory=dict)  # recipe-specific settings, recorded in the log
+
+    def __post_init__(self):
+        if self.max_steps < 1 or self.batch_size < 1:
+            raise ValueError(f"max_steps and batch_size must be >= 1, got {self.max_steps}, {self.batch_size}.")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision={self.mixed_precision!r}; pass 'no', 'bf16' or 'fp16'.")
+
+
+def _batches(loader, sampler_epoch_fn):
+    epoch = 0
+    while True:
+        sampler_epoch_fn(epoch)
+        yield from loader
+        epoch += 1
+
+
+def _latest_checkpoint(folder: Path) -> Path | None:
+    steps = sorted((int(p.name.split("_")[1]), p) for p in folder.glob("step_*") if (p / "state.json").is_file())
+    return steps[-1][1] if steps else None
+
+
+def train(model, dataset, loss_fn, config: TrainConfig, *, hooks=None, collate_fn=None):
+    """Train `model` on `dataset`; returns the trained model (EMA weights, if enabled), unwrapped.
+
+    hooks: optional callables `hook(step, model, accelerator, log)` run on every process after each
+    step (e.g. dead-code restarts, periodic evaluation); `log(message)` appends to train.log.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from diffusers.training_utils import EMAModel
+
+    out = Path(config.output_dir)
+    # Several processes and no GPU (`accelerate launch --multi_gpu --num_processes N` on CPUs): accelerate
+    # picks its MULTI_CPU mode (gloo) only when told to use the CPU.
+    cpu_processes = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=cpu_processes)
+    set_seed(config.seed, device_specific=True)
+    sampler = torch.utils.data.DistributedSampler(
+        dataset, num_replicas=accelerator.num_processes, rank=accelerator.process_index, shuffle=True,
+        seed=config.seed, drop_last=True)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, drop_last=True,
+                                         num_workers=config.num_workers, collate_fn=collate_fn)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
+                                  weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / config.warmup_steps) if config.warmup_steps else 1.0)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    ema = EMAModel(accelerator.unwrap_model(model).parameters(), decay=config.ema_decay) if config.ema_decay else None
+
+    step, checkpoints = 0, out / "checkpoints"
+    resume = _latest_checkpoint(checkpoints)
+    if resume is not None:
+        accelerator.load_state(str(resume))
+        state = json.loads((resume / "state.json").read_text())
+        step = state["step"]
+        schedule.load_state_dict(state["schedule"])
+        if ema is not None:
+            ema.load_state_dict(torch.load(resume / "ema.pt", weights_only=True))
+    log = _Log(out, accelerator.is_main_process)
+    log.line(f"{'resuming from ' + str(resume) if resume else 'starting'} at step {step}; "
+             f"{accelerator.num_processes} process(es) on {accelerator.device}; "
+             f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; config {asdict(config)}")
+
+    batches = _batches(loader, sampler.set_epoch)
+    bar = tqdm(total=config.max_steps, initial=step, desc="train", disable=not accelerator.is_main_process)
+    window, started = [], time.perf_counter()
+    model.train()
+    while step < config.max_steps:
+        batch = next(batches)
+        with accelerator.autocast():
+            loss, metrics = loss_fn(model, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate.")
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        if config.grad_clip:
+            accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        schedule.step()
+        step += 1
+        if ema is not None:
+            ema.step(accelerator.unwrap_model(model).parameters())
+        for hook in hooks or ():
+            hook(step, model, accelerator, log.line)
+        window.append({"loss": loss.item(), **metrics})
+        bar.update(1)
+        if step % config.log_every == 0 or step == config.max_steps:
+            means = {k: sum(m[k] for m in window) / len(window) for k in window[0]}
+            log.metrics(step, {**means, "lr": schedule.get_last_lr()[0],
+                               "steps_per_s": len(window) / (time.perf_counter() - started)})
+            bar.set_postfix(loss=f"{means['loss']:.4f}")
+            window, started = [], time.perf_counter()
+        if step % config.checkpoint_every == 0 or step == config.max_steps:
+            _save_checkpoint(accelerator, checkpoints / f"step_{step}", step, schedule, ema, config.keep_checkpoints)
+    bar.close()
+    accelerator.wait_for_everyone()
+    trained = accelerator.unwrap_model(model)
+    if ema is not None:
+        ema.copy_to(trained.parameters())
+    log.line(f"done at step {step}")
+    return trained.eval()
+
+
+def _save_checkpoint(accelerator, folder: Path, step, schedule, ema, keep):
+    accelerator.save_state(str(folder))
+    if accelerator.is_main_process:
+        if ema is not None:
+            torch.save(ema.state_dict(), folder / "ema.pt")
+        # written last: a checkpoint without state.json is incomplete and never resumed from
+        (folder / "state.json").write_text(json.dumps({"step": step, "schedule": schedule.state_dict()}))
+        old = sorted(folder.parent.glob("step_*"), key=lambda p: int(p.name.split("_")[1]))[:-keep]
+        for stale in old:
+            shutil.rmtree(stale, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+class _Log:
+    """train.log (readable lines) and metrics.jsonl (one JSON object per logged step), main process only."""
+
+    def __init__(self, folder: Path, enabled: bool):
+        self.enabled = enabled
+        if enabled:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.text, self.jsonl = folder / "train.log", folder / "metrics.jsonl"
+
+    def line(self, message: str):
+        if self.enabled:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            with open(self.text, "a") as f:
+                f.write(f"{stamp} {message}\n")
+
+    def metrics(self, step: int, values: dict):
+        if self.enabled:
+            with open(self.jsonl, "a") as f:
+                f.write(json.dumps({"step": step, **values}) + "\n")
+            self.line(f"step {step}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in values.items()))
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) and math.isfinite(v) else str(v)
