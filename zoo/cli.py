@@ -10,6 +10,7 @@ import argparse
 import importlib
 import inspect
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -68,6 +69,13 @@ def _save_output(output, out: Path) -> str:
     import numpy as np
     import torch
 
+    if hasattr(output, "images"):
+        from diffusers.utils import make_image_grid
+
+        images = output.images
+        cols = math.ceil(math.sqrt(len(images)))
+        make_image_grid(images, rows=math.ceil(len(images) / cols), cols=cols).save(out)
+        return f"{len(images)} image(s) as a grid"
     if hasattr(output, "tokens"):
         tokens = output.tokens
         tokens = tokens.cpu().numpy() if isinstance(tokens, torch.Tensor) else np.asarray(tokens)
@@ -88,8 +96,10 @@ def cmd_generate(args) -> int:
 
     pipe = zoo.load(args.model)
     params = inspect.signature(pipe.__call__).parameters
+    labels = [int(c) if c.lstrip("-").isdigit() else c for c in args.class_labels] if args.class_labels else None
     given = {
-        "class_labels": args.class_labels, "prompt": args.prompt, "num_inference_steps": args.steps,
+        "class_labels": labels, "prompt": args.prompt, "num_inference_steps": args.steps,
+        "num_images_per_prompt": args.num,
         "guidance_scale": args.guidance_scale, "temperature": args.temperature, "top_k": args.top_k,
         "top_p": args.top_p, "num_tokens": args.num_tokens,
     }
@@ -183,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="generate with a model (built-in name, folder or Hub id)")
     p.add_argument("model")
-    p.add_argument("--class", dest="class_labels", type=int, action="append", help="class label (repeatable)")
+    p.add_argument("--class", dest="class_labels", action="append", help="class id or name (repeatable)")
+    p.add_argument("--num", type=int, help="images per class / prompt")
     p.add_argument("--prompt", help="text prompt")
     p.add_argument("--steps", type=int, help="inference steps (for pipelines that take them)")
     p.add_argument("--num-tokens", type=int, help="tokens to sample (token pipelines)")
@@ -192,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int)
     p.add_argument("--top-p", type=float)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, required=True, help="output file (.npy/.pt for tokens)")
+    p.add_argument("--out", type=Path, required=True, help="output file: .png grid for images, .npy/.pt for tokens")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("tokenize", help="encode your own data with a tokenizer")
