@@ -57,3 +57,35 @@ def test_bad_settings():
         TrainConfig(output_dir="x", max_steps=0)
     with pytest.raises(ValueError, match="mixed_precision"):
         TrainConfig(output_dir="x", max_steps=1, mixed_precision="fp8")
+
+
+def test_tokenize_then_train_the_ar_model(tmp_path):
+    """zoo tokenize (Shapes and a folder of images) -> zoo train llamagen-shapes -> an ARImagePipeline."""
+    from PIL import Image
+
+    from pipelines import ARImagePipeline
+    from zoo.data.tokens import TokenDataset
+
+    torch.manual_seed(0)
+    vq = VQModel(codebook_size=64, codebook_dim=4, encoder_ch=32, decoder_ch=32, encoder_ch_mult=[1, 1],
+                 decoder_ch_mult=[1, 1], num_res_blocks=1, z_channels=32)
+    vq.save_pretrained(tmp_path / "vq")
+    tokens = tmp_path / "shapes.safetensors"
+    assert zoo_main(["tokenize", str(tmp_path / "vq"), "--num", "12", "--size", "32", "--out", str(tokens)]) == 0
+    data = TokenDataset(tokens)
+    assert len(data) == 12 and data.grid == (16, 16) and data.metadata["class_names"][0] == "circle"
+    for cls in ("cats", "dogs"):
+        (tmp_path / "mine" / cls).mkdir(parents=True)
+        Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / "mine" / cls / "a.png")
+    assert zoo_main(["tokenize", str(tmp_path / "vq"), "--data", str(tmp_path / "mine"), "--size", "16",
+                     "--out", str(tmp_path / "mine.safetensors")]) == 0
+    mine = TokenDataset(tmp_path / "mine.safetensors")
+    assert mine.labels.tolist() == [0, 1] and mine.metadata["class_names"] == ["cats", "dogs"]
+
+    out = tmp_path / "ar"
+    assert zoo_main(["train", "llamagen-shapes", "--tokens", str(tokens), "--vq", str(tmp_path / "vq"), "--out",
+                     str(out), "--steps", "3", "--batch-size", "4", "--hidden", "64", "--layers", "1",
+                     "--heads", "2"]) == 0
+    pipe = ARImagePipeline.from_pretrained(out / "pipeline")
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe(class_labels=["star"], num_images_per_prompt=2).images[0].size == (32, 32)

@@ -125,7 +125,34 @@ def cmd_train(args) -> int:
 
 
 def cmd_tokenize(args) -> int:
-    return _fail("no tokenizer is available yet; tokenizers arrive with the image, audio and 3D models.")
+    import torch
+
+    import zoo
+    from zoo.data import shapes, tokens
+
+    vq = zoo.load(args.tokenizer)
+    if not isinstance(vq, zoo.VQModel):
+        return _fail(f"{args.tokenizer} is a {type(vq).__name__}; zoo tokenize takes an image tokenizer (VQModel).")
+    if args.data == "shapes":
+        images, labels = tokens.shapes_images(args.split, args.num, args.size)
+        class_names = shapes.CLASSES
+    else:
+        files, label_list, class_names = tokens.image_folder(args.data, args.size)
+        files, label_list = files[: args.num], label_list[: args.num]
+
+        class _Files:
+            def __len__(self):
+                return len(files)
+
+            def __getitem__(self, i):
+                return tokens.load_image(files[i], args.size)
+
+        images, labels = _Files(), torch.tensor(label_list)
+    ids = tokens.tokenize(vq.eval(), images, batch_size=args.batch_size)
+    tokens.save_tokens(args.out, ids, labels, tokenizer=str(args.tokenizer), data=str(args.data), split=args.split,
+                       size=args.size, class_names=class_names)
+    print(f"wrote {tuple(ids.shape)} token ids of {len(set(labels.tolist()))} class(es) to {args.out}")
+    return 0
 
 
 # ------------------------------------------------------------------------------------------- convert
@@ -206,8 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output file: .png grid for images, .npy/.pt for tokens")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("tokenize", help="encode your own data with a tokenizer")
-    p.add_argument("tokenizer", nargs="?")
+    p = sub.add_parser("tokenize", help="encode images (Shapes or your own folder) into a token file")
+    p.add_argument("tokenizer", help="an image tokenizer: built-in name, folder or Hub id")
+    p.add_argument("--data", default="shapes", help="'shapes', or a folder of images (subfolders = classes)")
+    p.add_argument("--split", default="train", choices=["train", "validation", "test"], help="Shapes split")
+    p.add_argument("--num", type=int, default=50000, help="number of images (at most)")
+    p.add_argument("--size", type=int, default=64, help="image size in pixels")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out", type=Path, required=True, help="output .safetensors token file")
     p.set_defaults(func=cmd_tokenize)
 
     p = sub.add_parser("train", help="run a training recipe (accelerate launch -m zoo train ... for many GPUs)")

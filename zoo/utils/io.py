@@ -35,19 +35,26 @@ def atomic_directory(target: str | os.PathLike):
 
 
 @contextlib.contextmanager
-def atomic_file(target: str | os.PathLike, mode: str = "wb"):
-    """Open a temporary file beside `target` for writing; rename it onto `target` when closed cleanly."""
+def atomic_path(target: str | os.PathLike):
+    """Yield a temporary file path beside `target`; it is renamed onto `target` if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
+        yield Path(tmp)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_file(target: str | os.PathLike, mode: str = "wb"):
+    """Open a temporary file beside `target` for writing; rename it onto `target` when closed cleanly."""
+    with atomic_path(target) as tmp, open(tmp, mode) as f:
+        yield f
 
 
 class AtomicSaveMixin:

@@ -1,0 +1,75 @@
+"""Recipe `llamagen-shapes`: LlamaGen's class-conditional AR model over a tokenizer's token grids.
+
+    zoo tokenize vq-shapes --num 50000 --out runs/shapes-train.tokens.safetensors
+    zoo train llamagen-shapes --tokens runs/shapes-train.tokens.safetensors --vq vq-shapes --out runs/llamagen
+
+LlamaGen's GPT (pre-RMSNorm, SwiGLU, 2D RoPE, a class token with 10% class dropout for CFG, dropout
+0.1, zero-initialised head), sized down; next-token cross-entropy over all grid tokens, AdamW
+(beta 0.9 / 0.95, weight decay 0.05, gradient clipping 1.0) as train_c2i.py. The result is saved
+as an `ARImagePipeline` (the transformer, the tokenizer and the class names) in `<out>/pipeline`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch.nn.functional as F
+
+from zoo.ar import ARTransformer
+from zoo.data.tokens import TokenDataset
+from zoo.train.loop import TrainConfig, train
+
+
+def next_token_loss(model, batch):
+    ids = batch["ids"]  # [B, T]
+    logits = model(ids[:, :-1], class_labels=batch["label"])  # [B, T, V]: position t predicts token t
+    loss = F.cross_entropy(logits.flatten(0, 1), ids.flatten())
+    return loss, {"accuracy": (logits.argmax(-1) == ids).float().mean().item()}
+
+
+def build_model(data: TokenDataset, args, vocab_size: int) -> ARTransformer:
+    return ARTransformer(
+        vocab_size=vocab_size, hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
+        num_classes=len(data.metadata.get("class_names") or [None] * (int(data.labels.max()) + 1)),
+        num_prefix_tokens=1, grid_size=data.grid, position_embedding="rope_2d",
+        class_dropout_prob=0.1, token_dropout=0.1, resid_dropout=0.1, ffn_dropout=0.1, zero_init_head=True)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="zoo train llamagen-shapes", description=__doc__.splitlines()[0])
+    p.add_argument("--tokens", required=True, help="token file from `zoo tokenize`")
+    p.add_argument("--vq", required=True, help="the tokenizer that made the tokens (name, folder or Hub id)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--ema", type=float, default=None)
+    p.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    import zoo
+    from pipelines import ARImagePipeline
+
+    vq = zoo.load(args.vq)
+    data = TokenDataset(args.tokens)
+    model = build_model(data, args, vq.config.codebook_size)
+    config = TrainConfig(output_dir=args.out, max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                         weight_decay=0.05, warmup_steps=min(1000, args.steps // 10), ema_decay=args.ema,
+                         mixed_precision=args.mixed_precision, log_every=min(50, args.steps),
+                         checkpoint_every=min(2000, args.steps), seed=args.seed, extra=vars(args))
+    model = train(model, data, next_token_loss, config)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        pipe = ARImagePipeline(transformer=model, vqvae=vq, class_names=data.metadata.get("class_names"))
+        pipe.save_pretrained(f"{args.out}/pipeline")
+        print(f"saved {args.out}/pipeline")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
