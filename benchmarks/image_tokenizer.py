@@ -1,0 +1,76 @@
+"""Image tokenizer quality on the Shapes test split: PSNR, SSIM, Shapes-rFID, pFID, codebook use.
+
+    python benchmarks/image_tokenizer.py [--vq vq-shapes] [--images 2000] [--quick]
+
+Shapes-rFID is the FID, in the `shapes-classifier` feature space, between test images and their
+reconstructions; pFID (RobustTok) the same after swapping each token, with probability alpha, for
+one of its delta nearest codewords. The first row measures the classifier's own floor: FID between
+two disjoint halves of real test images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from benchmarks.common import claim, machine_description, write_results
+from zoo.data.shapes import ShapesDataset
+from zoo.metrics.image import codebook_stats, perturb_tokens, psnr, shapes_fid, ssim
+
+
+def batches(tensor, size=100):
+    return [tensor[i:i + size] for i in range(0, len(tensor), size)]
+
+
+@torch.no_grad()
+def main(argv=None) -> int:
+    import zoo
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--vq", default="vq-shapes")
+    p.add_argument("--classifier", default="shapes-classifier")
+    p.add_argument("--images", type=int, default=2000)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--alpha", type=float, default=0.1)
+    p.add_argument("--delta", type=int, default=20)
+    p.add_argument("--quick", action="store_true", help="200 images")
+    args = p.parse_args(argv)
+    n = 200 if args.quick else args.images
+    torch.set_num_threads(2)
+    vq, classifier = zoo.load(args.vq).eval(), zoo.load(args.classifier).eval()
+    data = ShapesDataset("test", size=args.size, length=n)
+    real = torch.stack([data[i]["image"] for i in range(n)])
+    ids = torch.cat([vq.encode(b) for b in batches(real)])
+    recon = torch.cat([vq.decode(b).clamp(-1, 1) for b in batches(ids)])
+    perturbed = perturb_tokens(ids, vq.codebook, args.alpha, args.delta, torch.Generator().manual_seed(0))
+    recon_p = torch.cat([vq.decode(b).clamp(-1, 1) for b in batches(perturbed)])
+    half = n // 2
+    stats = codebook_stats(ids, vq.config.codebook_size)
+    rows = [
+        {"system": "real vs real (disjoint halves)", "shapes_fid": shapes_fid(classifier, batches(real[:half]),
+                                                                              batches(real[half:]))},
+        {"system": f"{args.vq} reconstructions", "psnr_db": psnr(recon, real), "ssim": ssim(recon, real),
+         "shapes_rfid": shapes_fid(classifier, batches(real), batches(recon)),
+         f"pfid_alpha{args.alpha}_delta{args.delta}": shapes_fid(classifier, batches(real), batches(recon_p)),
+         "codebook_usage": stats["codebook_usage"], "perplexity": stats["perplexity"],
+         "tokens_per_image": ids[0].numel(), "codebook_size": vq.config.codebook_size},
+    ]
+    claims = [claim("reconstructions keep the image (PSNR >= 25 dB)", rows[1]["psnr_db"] >= 25,
+                    f"{rows[1]['psnr_db']:.1f} dB"),
+              claim("the tokenizer uses most of its codebook (>= 50% of codes on the test images)",
+                    stats["codebook_usage"] >= 0.5, f"{100 * stats['codebook_usage']:.0f}%")]
+    command = "python benchmarks/image_tokenizer.py" + (" --quick" if args.quick else "")
+    path = write_results("image_tokenizer", command, machine_description(2), rows, claims, quick=args.quick,
+                         columns=["system", "psnr_db", "ssim", "shapes_rfid", f"pfid_alpha{args.alpha}_delta{args.delta}",
+                                  "shapes_fid", "codebook_usage", "perplexity"],
+                         notes=f"{n} Shapes test images at {args.size}px; features of `{args.classifier}`.")
+    for row in rows:
+        print(row)
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
