@@ -89,3 +89,14 @@ def test_tokenize_then_train_the_ar_model(tmp_path):
     pipe = ARImagePipeline.from_pretrained(out / "pipeline")
     pipe.set_progress_bar_config(disable=True)
     assert pipe(class_labels=["star"], num_images_per_prompt=2).images[0].size == (32, 32)
+
+
+def test_learning_rate_schedules():
+    from zoo.train.loop import TrainConfig, _lr_factor
+
+    warm = TrainConfig(output_dir="x", max_steps=110, warmup_steps=10, lr_schedule="cosine")
+    assert _lr_factor(0, warm) == pytest.approx(0.1) and _lr_factor(10, warm) == pytest.approx(1.0)
+    assert _lr_factor(60, warm) == pytest.approx(0.5) and _lr_factor(110, warm) == pytest.approx(0.0)
+    assert _lr_factor(50, TrainConfig(output_dir="x", max_steps=100)) == 1.0
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(output_dir="x", max_steps=1, lr_schedule="step")

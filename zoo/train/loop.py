@@ -35,6 +35,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.95)
     warmup_steps: int = 0
+    lr_schedule: str = "constant"  # after warm-up: "constant" or "cosine" (to 0 at max_steps)
     grad_clip: float | None = 1.0
     ema_decay: float | None = None
     mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
@@ -48,8 +49,19 @@ class TrainConfig:
     def __post_init__(self):
         if self.max_steps < 1 or self.batch_size < 1:
             raise ValueError(f"max_steps and batch_size must be >= 1, got {self.max_steps}, {self.batch_size}.")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule={self.lr_schedule!r}; pass 'constant' or 'cosine'.")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision={self.mixed_precision!r}; pass 'no', 'bf16' or 'fp16'.")
+
+
+def _lr_factor(step: int, config: TrainConfig) -> float:
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.lr_schedule == "cosine":
+        progress = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return 1.0
 
 
 def _batches(loader, sampler_epoch_fn):
@@ -88,8 +100,7 @@ def train(model, dataset, loss_fn, config: TrainConfig, *, hooks=None, collate_f
                                          num_workers=config.num_workers, collate_fn=collate_fn)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
                                   weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / config.warmup_steps) if config.warmup_steps else 1.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, config))
     model, optimizer = accelerator.prepare(model, optimizer)
     ema = EMAModel(accelerator.unwrap_model(model).parameters(), decay=config.ema_decay) if config.ema_decay else None
 

@@ -63,14 +63,15 @@ def evaluate(model, num_images: int = 2000, batch_size: int = 200, size: int = 6
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="zoo train shapes-classifier", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
-    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--steps", type=int, default=3500)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--eval-images", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     config = TrainConfig(output_dir=args.out, max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         weight_decay=1e-4, warmup_steps=min(200, args.steps // 10), log_every=min(100, args.steps),
+                         weight_decay=1e-4, warmup_steps=min(200, args.steps // 10), lr_schedule="cosine",
+                         log_every=min(100, args.steps),
                          checkpoint_every=min(1000, args.steps), seed=args.seed, extra=vars(args))
     model = train(ShapesClassifier(), LabelledShapes("train"), classifier_loss, config)
     from accelerate import PartialState
