@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from benchmarks.common import claim, machine_description, write_results
+from benchmarks.common import claim, machine_description, report, write_results
 from weights_registry.converters import hf_llama_to_zoo
 from zoo.ar import generate
 
@@ -162,12 +162,7 @@ def main(argv=None) -> int:
                                f"Best of {repeat} interleaved runs per system (naive: one run); fp32, "
                                f"{sum(p.numel() for p in zoo_model.parameters()) / 1e6:.1f}M parameters, "
                                f"prompt {PROMPT}, {new_tokens} new tokens.")
-    for row in rows:
-        print(f"{row['system']:<32} B={row['batch']:<3} rows={row['model_rows']:<3} "
-              f"{row['tokens_per_s']:9.1f} tok/s {row['ms_per_step']:8.2f} ms/step")
-    for c in claims:
-        print(f"[{'holds' if c['holds'] else 'FAILS'}] {c['claim']}: {c['evidence']}")
-    print(f"results: {path}")
+    report(rows, claims, path)
     return 0
 
 

@@ -65,3 +65,12 @@ def write_results(name: str, command: str, machine: str, rows: list[dict], claim
         with atomic_file(BENCHMARKS_MD, "w") as f:
             f.write(text)
     return path
+
+
+def report(rows: list[dict], claims: list[dict], path: Path):
+    """Print the rows, the claims and where they were written."""
+    for row in rows:
+        print({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
+    for c in claims:
+        print(f"[{'holds' if c['holds'] else 'FAILS'}] {c['claim']}: {c['evidence']}")
+    print(f"results: {path}")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import RESULTS_DIR, claim, write_results
+from benchmarks.common import RESULTS_DIR, claim, report, write_results
 from zoo.ar import ARTransformer, generate
 
 
@@ -92,11 +92,7 @@ def main(argv=None) -> int:
     path = write_results(name, command, f"{machine}, torch {torch.__version__}", rows, claims,
                          columns=["system", "batch", "model_rows", "tokens_per_s", "ms_per_step", "first_call_s"],
                          quick=args.quick or device.type != "cuda", results_dir=args.out)
-    for row in rows:
-        print(row)
-    for c in claims:
-        print(c)
-    print(f"results: {path}")
+    report(rows, claims, path)
     return 0
 
 

@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from benchmarks.common import claim, machine_description, write_results
+from benchmarks.common import claim, machine_description, report, write_results
 from zoo.data.shapes import ShapesDataset
 from zoo.metrics.image import codebook_stats, perturb_tokens, psnr, shapes_fid, ssim
 
@@ -66,9 +66,7 @@ def main(argv=None) -> int:
                          columns=["system", "psnr_db", "ssim", "shapes_rfid", f"pfid_alpha{args.alpha}_delta{args.delta}",
                                   "shapes_fid", "codebook_usage", "perplexity"],
                          notes=f"{n} Shapes test images at {args.size}px; features of `{args.classifier}`.")
-    for row in rows:
-        print(row)
-    print(f"results: {path}")
+    report(rows, claims, path)
     return 0
 
 

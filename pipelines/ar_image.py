@@ -11,7 +11,7 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
 from tokenizers_visual import VQModel
-from zoo.ar import ARTransformer, generate
+from zoo.ar import ARTransformer
 
 from .base import ZooPipeline
 
@@ -92,24 +92,14 @@ class ARImagePipeline(ZooPipeline):
         self.check_choice("output_type", output_type, ("pil", "np", "pt"))
         if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
             raise ValueError(f"num_images_per_prompt must be a positive integer, got {num_images_per_prompt!r}.")
-        bad = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
-        if bad:
-            raise ValueError(f"callback_on_step_end_tensor_inputs {sorted(bad)} are not available; "
-                             f"pass a subset of {self._callback_tensor_inputs}.")
+        self.check_callback_inputs(callback_on_step_end_tensor_inputs)
         ids = [i for i in self.class_ids(class_labels) for _ in range(num_images_per_prompt)]
         device = self._execution_device
         labels = torch.tensor(ids, device=device)
         h, w = self.transformer.config.grid_size
 
-        with self.progress_bar(total=h * w) as bar:
-            def on_step(i, tokens):
-                bar.update(tokens.shape[1] - bar.n)
-                if callback_on_step_end is not None:
-                    callback_on_step_end(self, i, None, {"tokens": tokens})
-
-            tokens = generate(self.transformer, h * w, class_labels=labels, guidance_scale=guidance_scale,
-                              temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
-                              callback=on_step).tokens
+        tokens = self.generate_tokens(h * w, callback_on_step_end, class_labels=labels, guidance_scale=guidance_scale,
+                                      temperature=temperature, top_k=top_k, top_p=top_p, generator=generator).tokens
         images = self.vqvae.decode(tokens.view(-1, h, w).to(self.vqvae.device)).clamp(-1, 1).float()
         images = self.image_processor.postprocess(images, output_type=output_type)
         self.maybe_free_model_hooks()

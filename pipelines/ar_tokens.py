@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from diffusers.utils import BaseOutput
 
-from zoo.ar import ARTransformer, generate
+from zoo.ar import ARTransformer
 
 from .base import ZooPipeline
 
@@ -67,26 +67,15 @@ class ARTokenPipeline(ZooPipeline):
             output_type: "pt" or "np".
         """
         self.check_choice("output_type", output_type, ("pt", "np"))
-        bad = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
-        if bad:
-            raise ValueError(f"callback_on_step_end_tensor_inputs {sorted(bad)} are not available; "
-                             f"pass a subset of {self._callback_tensor_inputs}.")
-        model = self.transformer
+        self.check_callback_inputs(callback_on_step_end_tensor_inputs)
         if isinstance(class_labels, int):
             class_labels = [class_labels]
         if class_labels is not None:
             class_labels = torch.as_tensor(class_labels, device=self._execution_device).long()
-        num_tokens = model.seq_len if num_tokens is None else num_tokens
-
-        with self.progress_bar(total=num_tokens) as bar:
-            def on_step(i, tokens):
-                bar.update(tokens.shape[1] - bar.n)
-                if callback_on_step_end is not None:
-                    callback_on_step_end(self, i, None, {"tokens": tokens})
-
-            out = generate(model, num_tokens, class_labels=class_labels, prefix_ids=prefix_ids,
-                           uncond_prefix_ids=uncond_prefix_ids, guidance_scale=guidance_scale,
-                           temperature=temperature, top_k=top_k, top_p=top_p, generator=generator, callback=on_step)
+        num_tokens = self.transformer.seq_len if num_tokens is None else num_tokens
+        out = self.generate_tokens(num_tokens, callback_on_step_end, class_labels=class_labels, prefix_ids=prefix_ids,
+                                   uncond_prefix_ids=uncond_prefix_ids, guidance_scale=guidance_scale,
+                                   temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
         tokens = out.tokens.cpu().numpy() if output_type == "np" else out.tokens
         self.maybe_free_model_hooks()
         return TokenPipelineOutput(tokens=tokens) if return_dict else (tokens,)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from diffusers import DiffusionPipeline
 
+from zoo.ar import generate
 from zoo.hub import import_component_modules, resolve
 from zoo.utils.io import AtomicSaveMixin
 
@@ -25,3 +26,20 @@ class ZooPipeline(AtomicSaveMixin, DiffusionPipeline):
     def check_choice(name: str, value, choices):
         if value not in choices:
             raise ValueError(f"{name}={value!r} is not supported; pass one of {list(choices)}.")
+
+    def check_callback_inputs(self, names):
+        bad = set(names) - set(self._callback_tensor_inputs)
+        if bad:
+            raise ValueError(f"callback_on_step_end_tensor_inputs {sorted(bad)} are not available; "
+                             f"pass a subset of {self._callback_tensor_inputs}.")
+
+    def generate_tokens(self, num_tokens: int, callback_on_step_end=None, **generate_kwargs):
+        """`zoo.ar.generate` on self.transformer with the pipeline's progress bar (one tick per token)
+        and diffusers' `callback_on_step_end(pipe, step, None, {"tokens": tokens_so_far})`."""
+        with self.progress_bar(total=num_tokens) as bar:
+            def on_step(i, tokens):
+                bar.update(tokens.shape[1] - bar.n)
+                if callback_on_step_end is not None:
+                    callback_on_step_end(self, i, None, {"tokens": tokens})
+
+            return generate(self.transformer, num_tokens, callback=on_step, **generate_kwargs)

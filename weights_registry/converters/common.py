@@ -45,3 +45,14 @@ def check_shape(name: str, tensor: torch.Tensor, shape: tuple):
     if tuple(tensor.shape) != tuple(shape):
         raise ValueError(f"{name} has shape {tuple(tensor.shape)}, expected {tuple(shape)}: the checkpoint does "
                          "not match the config (wrong size or num_heads?).")
+
+
+def load_converted(model, state_dict: dict, what: str):
+    """Check a converted state dict against the model (keys, then shapes), load it as float32, return
+    the model in eval mode."""
+    expected = model.state_dict()
+    check_keys(state_dict, expected, what=what)
+    for name, tensor in state_dict.items():
+        check_shape(name, tensor, expected[name].shape)
+    model.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)
+    return model.eval()

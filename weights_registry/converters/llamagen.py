@@ -16,7 +16,7 @@ import torch
 
 from zoo.ar.transformer import LLAMAGEN_SIZES, ARTransformer
 
-from .common import check_keys, check_shape, load_torch_checkpoint, pick_state_dict
+from .common import check_keys, load_converted, load_torch_checkpoint, pick_state_dict
 
 # dim -> heads of LlamaGen's GPT sizes (the checkpoint stores no head count)
 HEADS_BY_DIM = {dim: heads for _, heads, dim in LLAMAGEN_SIZES.values()}
@@ -94,12 +94,7 @@ def convert_llamagen_gpt(
         new[f"blocks.{i}.mlp.gate_up.weight"] = torch.cat(
             [sd[old + "feed_forward.w1.weight"], sd[old + "feed_forward.w3.weight"]])
         new[f"blocks.{i}.mlp.down.weight"] = sd[old + "feed_forward.w2.weight"]
-    expected = model.state_dict()
-    check_keys(new, expected, what="converted LlamaGen GPT")
-    for name, tensor in new.items():
-        check_shape(name, tensor, expected[name].shape)
-    model.load_state_dict({k: v.float() for k, v in new.items()}, strict=True)
-    return model.eval()
+    return load_converted(model, new, "converted LlamaGen GPT")
 
 
 
@@ -143,10 +138,5 @@ def convert_llamagen_vq(checkpoint: str | os.PathLike | dict, *, norm_groups: in
                     codebook_l2_norm=True, encoder_ch=encoder_ch, decoder_ch=decoder_ch, encoder_ch_mult=ch_mult,
                     decoder_ch_mult=ch_mult, num_res_blocks=num_res_blocks,
                     z_channels=sd["quant_conv.weight"].shape[1], norm_groups=norm_groups)
-    new = {llamagen_vq_key(k): v for k, v in sd.items()}
-    expected = model.state_dict()
-    check_keys(new, expected, what="LlamaGen VQ checkpoint (after renaming)")
-    for name, tensor in new.items():
-        check_shape(name, tensor, expected[name].shape)
-    model.load_state_dict({k: v.float() for k, v in new.items()}, strict=True)
-    return model.eval()
+    return load_converted(model, {llamagen_vq_key(k): v for k, v in sd.items()},
+                          "LlamaGen VQ checkpoint (after renaming)")
