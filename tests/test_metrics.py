@@ -63,3 +63,19 @@ def test_codebook_stats_and_perturbation():
     assert 0.4 < (half != ids).float().mean() < 0.6
     with pytest.raises(ValueError, match="alpha"):
         perturb_tokens(ids, codebook, 1.5, 4)
+
+
+def test_builtin_classifier_reads_shapes_images():
+    import zoo
+    from weights_registry import get_entry
+
+    entry = get_entry("shapes-classifier")
+    assert entry.kind == "builtin" and (entry.path / "README.md").is_file()
+    classifier = zoo.load("shapes-classifier")
+    data = ShapesDataset("test", size=64, length=60)
+    images = torch.stack([data[i]["image"] for i in range(60)])
+    specs = [data.spec(i) for i in range(60)]
+    accuracy = attribute_accuracy(classifier, images, {"shape": [s.shape for s in specs],
+                                                       "color": [s.color for s in specs],
+                                                       "position": [s.position for s in specs]})
+    assert accuracy["shape"] >= 0.9 and accuracy["color"] >= 0.95 and accuracy["position"] >= 0.95, accuracy

@@ -77,3 +77,15 @@ def test_resave_replaces_atomically(saved_pipeline):
     (folder / "stale.txt").write_text("old")
     pipe.save_pretrained(folder)
     assert not (folder / "stale.txt").exists() and (folder / "model_index.json").is_file()
+
+
+def test_saved_files_get_ordinary_permissions(saved_pipeline):
+    import os
+    import stat
+
+    _, folder = saved_pipeline
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in [folder, *folder.rglob("*")]:
+        expected = (0o777 if path.is_dir() else 0o666) & ~mask
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path

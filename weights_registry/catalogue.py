@@ -56,7 +56,12 @@ _ENTRIES = [
     for size, res in [("B", 256), ("B", 384), ("L", 256), ("L", 384), ("XL", 384), ("XXL", 384), ("3B", 384)]
 ]
 
-CATALOGUE: dict[str, Entry] = {e.name: e for e in _ENTRIES}
+_BUILTINS = [
+    Entry("shapes-classifier", "builtin", "Shapes attribute classifier; feature space of Shapes-FID / Shapes-IS "
+          "(zoo recipe: zoo train shapes-classifier)", folder="shapes-classifier"),
+]
+
+CATALOGUE: dict[str, Entry] = {e.name: e for e in _BUILTINS + _ENTRIES}
 
 
 def register(entry: Entry) -> Entry:

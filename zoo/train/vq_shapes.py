@@ -74,7 +74,7 @@ def parse(argv):
 def main(argv=None) -> int:
     args = parse(argv)
     config = TrainConfig(output_dir=args.out, max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         warmup_steps=min(500, args.steps // 10), ema_decay=args.ema,
+                         warmup_steps=min(500, args.steps // 10), lr_schedule="cosine", ema_decay=args.ema,
                          mixed_precision=args.mixed_precision, log_every=min(50, args.steps),
                          checkpoint_every=min(2000, args.steps), seed=args.seed, extra=vars(args))
     model = build_model(args)
