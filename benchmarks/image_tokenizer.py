@@ -61,7 +61,7 @@ def main(argv=None) -> int:
                     f"{rows[1]['psnr_db']:.1f} dB"),
               claim("the tokenizer uses most of its codebook (>= 50% of codes on the test images)",
                     stats["codebook_usage"] >= 0.5, f"{100 * stats['codebook_usage']:.0f}%")]
-    command = "python benchmarks/image_tokenizer.py" + (" --quick" if args.quick else "")
+    command = " ".join(["python benchmarks/image_tokenizer.py", *(sys.argv[1:] if argv is None else argv)])
     path = write_results("image_tokenizer", command, machine_description(2), rows, claims, quick=args.quick,
                          columns=["system", "psnr_db", "ssim", "shapes_rfid", f"pfid_alpha{args.alpha}_delta{args.delta}",
                                   "shapes_fid", "codebook_usage", "perplexity"],
