@@ -123,3 +123,17 @@ def test_shapes_errors_and_round_trip(tmp_path):
     again = VQModel.from_pretrained(tmp_path / "vq").eval()
     with torch.no_grad():
         assert torch.equal(again.encode(images), ids)
+
+
+def test_builtin_vq_shapes_reconstructs_shapes():
+    import zoo
+    from zoo.data.shapes import ShapesDataset
+    from zoo.metrics.image import psnr
+
+    vq = zoo.load("vq-shapes")
+    data = ShapesDataset("test", size=64, length=8)
+    images = torch.stack([data[i]["image"] for i in range(8)])
+    with torch.no_grad():
+        ids = vq.encode(images)
+        assert ids.shape == (8, 16, 16) and vq.config.codebook_size == 4096
+        assert psnr(vq.decode(ids), images) > 20

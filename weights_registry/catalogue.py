@@ -59,6 +59,8 @@ _ENTRIES = [
 _BUILTINS = [
     Entry("shapes-classifier", "builtin", "Shapes attribute classifier; feature space of Shapes-FID / Shapes-IS "
           "(zoo recipe: zoo train shapes-classifier)", folder="shapes-classifier"),
+    Entry("vq-shapes", "builtin", "LlamaGen-style VQ tokenizer for 64x64 Shapes: 16x16 tokens, 4096 codes "
+          "(zoo recipe: zoo train vq-shapes; a short first run)", folder="vq-shapes"),
 ]
 
 CATALOGUE: dict[str, Entry] = {e.name: e for e in _BUILTINS + _ENTRIES}
