@@ -163,6 +163,9 @@ def main(argv=None) -> int:
                                f"{sum(p.numel() for p in zoo_model.parameters()) / 1e6:.1f}M parameters, "
                                f"prompt {PROMPT}, {new_tokens} new tokens.")
     report(rows, claims, path)
+    if args.quick:
+        print("quick run: 32 tokens and batch 4, a smoke test; the targets are judged on the full run "
+              "(python benchmarks/ar_engine.py, see BENCHMARKS.md)")
     return 0
 
 
