@@ -125,30 +125,17 @@ def cmd_train(args) -> int:
 
 
 def cmd_tokenize(args) -> int:
-    import torch
-
     import zoo
-    from zoo.data import shapes, tokens
+    from zoo.data import tokens
 
     vq = zoo.load(args.tokenizer)
     if not isinstance(vq, zoo.VQModel):
         return _fail(f"{args.tokenizer} is a {type(vq).__name__}; zoo tokenize takes an image tokenizer (VQModel).")
     if args.data == "shapes":
-        images, labels = tokens.shapes_images(args.split, args.num, args.size)
-        class_names = shapes.CLASSES
+        image_at, labels, class_names = tokens.shapes_images(args.split, args.num, args.size)
     else:
-        files, label_list, class_names = tokens.image_folder(args.data, args.size)
-        files, label_list = files[: args.num], label_list[: args.num]
-
-        class _Files:
-            def __len__(self):
-                return len(files)
-
-            def __getitem__(self, i):
-                return tokens.load_image(files[i], args.size)
-
-        images, labels = _Files(), torch.tensor(label_list)
-    ids = tokens.tokenize(vq.eval(), images, batch_size=args.batch_size)
+        image_at, labels, class_names = tokens.folder_images(args.data, args.num, args.size)
+    ids = tokens.tokenize(vq.eval(), image_at, len(labels), batch_size=args.batch_size)
     tokens.save_tokens(args.out, ids, labels, tokenizer=str(args.tokenizer), data=str(args.data), split=args.split,
                        size=args.size, class_names=class_names)
     print(f"wrote {tuple(ids.shape)} token ids of {len(set(labels.tolist()))} class(es) to {args.out}")

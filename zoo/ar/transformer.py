@@ -114,7 +114,6 @@ class ARTransformer(AtomicSaveMixin, ModelMixin, ConfigMixin):
             self.input_proj = Linear(input_dim, hidden_size)
         if num_classes > 0:
             self.class_embedding = nn.Embedding(num_classes + 1, hidden_size)  # last row: null class
-        self.input_dropout = nn.Dropout(token_dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(hidden_size, num_heads, num_kv_heads, ffn_dim, norm_eps, attn_dropout, resid_dropout,
                              ffn_dropout)

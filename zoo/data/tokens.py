@@ -15,16 +15,17 @@ from tqdm.auto import tqdm
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
-def image_folder(folder: str | Path, size: int) -> tuple[list[Path], list[int], list[str]]:
-    """Image files under `folder`; the first-level subfolder names are the classes (like ImageFolder)."""
+def folder_images(folder: str | Path, num: int, size: int):
+    """Up to `num` image files under `folder` (loaded lazily, size x size), their labels and class names:
+    the first-level subfolder names are the classes (like torchvision's ImageFolder)."""
     folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:num]
     if not files:
         raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}.")
-    classes = sorted({p.relative_to(folder).parts[0] for p in files if len(p.relative_to(folder).parts) > 1})
-    labels = [classes.index(p.relative_to(folder).parts[0]) if len(p.relative_to(folder).parts) > 1 else 0
-              for p in files]
-    return files, labels, classes
+    parts = [p.relative_to(folder).parts for p in files]
+    classes = sorted({q[0] for q in parts if len(q) > 1})
+    labels = torch.tensor([classes.index(q[0]) if len(q) > 1 else 0 for q in parts])
+    return (lambda i: load_image(files[i], size)), labels, classes
 
 
 def load_image(path: Path, size: int) -> torch.Tensor:
@@ -40,11 +41,11 @@ def load_image(path: Path, size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def tokenize(vq, images, batch_size: int = 64, progress: bool = True) -> torch.Tensor:
-    """Encode a sequence of [3, H, W] images with a VQModel: ids [N, h, w] int32."""
+def tokenize(vq, image_at, count: int, batch_size: int = 64, progress: bool = True) -> torch.Tensor:
+    """Encode images image_at(0) .. image_at(count - 1) ([3, H, W] each) with a VQModel: ids [N, h, w] int32."""
     out = []
-    for start in tqdm(range(0, len(images), batch_size), desc="tokenize", disable=not progress):
-        batch = torch.stack([images[i] for i in range(start, min(start + batch_size, len(images)))])
+    for start in tqdm(range(0, count, batch_size), desc="tokenize", disable=not progress):
+        batch = torch.stack([image_at(i) for i in range(start, min(start + batch_size, count))])
         out.append(vq.encode(batch.to(vq.device)).int().cpu())
     return torch.cat(out)
 
@@ -84,16 +85,8 @@ class TokenDataset(torch.utils.data.Dataset):
 
 
 def shapes_images(split: str, num: int, size: int):
-    """The first `num` Shapes images of a split (drawn lazily) and their labels."""
-    from .shapes import ShapesDataset
+    """The first `num` Shapes images of a split (drawn lazily), their labels and the class names."""
+    from .shapes import CLASSES, ShapesDataset
 
     data = ShapesDataset(split, size=size, length=num)
-
-    class _Images:
-        def __len__(self):
-            return num
-
-        def __getitem__(self, i):
-            return data[i]["image"]
-
-    return _Images(), torch.tensor([data.spec(i).label for i in range(num)])
+    return (lambda i: data[i]["image"]), torch.tensor([data.spec(i).label for i in range(num)]), CLASSES

@@ -50,7 +50,7 @@ class Attention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,  # [B, T, dim]
-        rope: torch.Tensor | None,  # complex rotations from rope_rotation(), or None
+        rope: torch.Tensor | None,  # rotations from rope_rotation(), or None
         mask: torch.Tensor | None,  # bool or additive float, broadcastable to [B, heads, T, S]
         input_pos: torch.Tensor | None = None,  # [T] cache positions when decoding; None: no cache
         is_causal: bool = False,
@@ -64,7 +64,7 @@ class Attention(nn.Module):
             qk = apply_rope(qk, rope)
         q, k = qk.transpose(1, 2).split([H, Hkv], dim=1)  # [B, H, T, Dh], [B, Hkv, T, Dh]
         v = v.view(B, T, Hkv, Dh).transpose(1, 2)
-        if input_pos is not None:  # decoding: write the new positions, attend over the whole cache
+        if input_pos is not None:  # decoding: write the new positions, attend over the cache (up to kv_len)
             k, v = self.kv_cache.update(input_pos, k, v)
             if kv_len is not None:
                 k, v = k[:, :, :kv_len], v[:, :, :kv_len]
