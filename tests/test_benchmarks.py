@@ -27,3 +27,28 @@ def test_ar_engine_quick_run():
     from benchmarks.ar_engine import main
 
     assert main(["--quick"]) == 0
+
+
+def test_c2i_benchmark_on_a_tiny_pipeline(tmp_path, monkeypatch):
+    """The c2i benchmark end to end on a random 32 px pipeline (the numbers mean nothing)."""
+    import torch
+
+    from benchmarks import c2i
+    from pipelines import ARImagePipeline
+    from tests.conftest import tiny_transformer
+    from tokenizers_visual import VQModel
+
+    torch.manual_seed(0)
+    vq = VQModel(codebook_size=64, codebook_dim=4, encoder_ch=32, decoder_ch=32, encoder_ch_mult=[1, 1, 1],
+                 decoder_ch_mult=[1, 1, 1], num_res_blocks=1, z_channels=32).eval()
+    ARImagePipeline(transformer=tiny_transformer(grid_size=(8, 8)), vqvae=vq).save_pretrained(tmp_path / "pipe")
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    assert c2i.main(["--pipeline", str(tmp_path / "pipe"), "--images", "20", "--cfg", "1.0", "3.0", "--quick"]) == 0
+    result = json.loads((tmp_path / "c2i.quick.json").read_text())
+    systems = [row["system"] for row in result["rows"]]
+    assert systems[:2] == ["real images (validation split)", "tokenizer reconstructions"] and len(systems) == 4
+    assert [row["cfg"] for row in result["rows"][2:]] == [1.0, 3.0]
+    for row in result["rows"]:
+        assert 0 <= row["class_accuracy"] <= 1 and row["shapes_fid"] >= 0 and 0 <= row["precision"] <= 1
+    assert result["rows"][0]["class_accuracy"] >= 0.9  # the classifier knows real images
+    assert len(result["claims"]) == 2

@@ -149,6 +149,8 @@ class ARTransformer(AtomicSaveMixin, ModelMixin, ConfigMixin):
         if c.num_classes > 0 and c.num_prefix_tokens < 1:
             raise ValueError("a class-conditional model (num_classes > 0) needs num_prefix_tokens >= 1.")
         if c.grid_size is not None:
+            if not (isinstance(c.grid_size, (tuple, list)) and len(c.grid_size) == 2):
+                raise ValueError(f"grid_size={c.grid_size!r}; pass a pair (h, w), e.g. (16, 16).")
             h, w = c.grid_size
             if c.seq_len is not None and c.seq_len != h * w:
                 raise ValueError(f"seq_len={c.seq_len} disagrees with grid_size={c.grid_size}; pass one of them.")

@@ -32,7 +32,8 @@ def build_model(data: TokenDataset, args, vocab_size: int) -> ARTransformer:
         vocab_size=vocab_size, hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
         num_classes=len(data.metadata.get("class_names") or [None] * (int(data.labels.max()) + 1)),
         num_prefix_tokens=1, grid_size=data.grid, position_embedding="rope_2d",
-        class_dropout_prob=0.1, token_dropout=0.1, resid_dropout=0.1, ffn_dropout=0.1, zero_init_head=True)
+        class_dropout_prob=0.1, token_dropout=args.dropout, resid_dropout=args.dropout, ffn_dropout=args.dropout,
+        zero_init_head=True)
 
 
 def main(argv=None) -> int:
@@ -43,6 +44,9 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--lr-schedule", default="cosine", choices=["constant", "cosine"])
+    p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: 10%% of --steps, at most 1000)")
+    p.add_argument("--dropout", type=float, default=0.1, help="token/residual/FFN dropout (class dropout stays 0.1)")
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--heads", type=int, default=8)
@@ -58,9 +62,10 @@ def main(argv=None) -> int:
     data = TokenDataset(args.tokens)
     model = build_model(data, args, vq.config.codebook_size)
     config = TrainConfig(output_dir=args.out, max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         weight_decay=0.05, warmup_steps=min(1000, args.steps // 10), ema_decay=args.ema,
+                         weight_decay=0.05, lr_schedule=args.lr_schedule, ema_decay=args.ema,
+                         warmup_steps=min(1000, args.steps // 10) if args.warmup is None else args.warmup,
                          mixed_precision=args.mixed_precision, log_every=min(50, args.steps),
-                         checkpoint_every=min(2000, args.steps), seed=args.seed, extra=vars(args))
+                         checkpoint_every=min(250, args.steps), seed=args.seed, extra=vars(args))
     model = train(model, data, next_token_loss, config)
     from accelerate import PartialState
 

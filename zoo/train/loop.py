@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,8 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+
+from zoo.utils.distributed import cpu_processes
 
 
 @dataclass
@@ -88,10 +89,7 @@ def train(model, dataset, loss_fn, config: TrainConfig, *, hooks=None, collate_f
     from diffusers.training_utils import EMAModel
 
     out = Path(config.output_dir)
-    # Several processes and no GPU (`accelerate launch --multi_gpu --num_processes N` on CPUs): accelerate
-    # picks its MULTI_CPU mode (gloo) only when told to use the CPU.
-    cpu_processes = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=cpu_processes)
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=cpu_processes())
     set_seed(config.seed, device_specific=True)
     sampler = torch.utils.data.DistributedSampler(
         dataset, num_replicas=accelerator.num_processes, rank=accelerator.process_index, shuffle=True,
