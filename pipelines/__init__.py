@@ -4,12 +4,13 @@ Importing zoo registers these classes in the `diffusers` namespace, so
 `DiffusionPipeline.from_pretrained(folder)` opens zoo pipelines too.
 """
 
-from .ar_image import ARImagePipeline
+from .ar_image import ARImagePipeline, ClassImagePipeline
+from .ctf import CTFPipeline
 from .ar_tokens import ARTokenPipeline, TokenPipelineOutput
 from .base import ZooPipeline
 
-__all__ = ["ARImagePipeline", "ARTokenPipeline", "TokenPipelineOutput", "ZooPipeline"]
-PIPELINE_CLASSES = ["ARImagePipeline", "ARTokenPipeline"]  # registered in the diffusers namespace
+__all__ = ["ARImagePipeline", "ARTokenPipeline", "CTFPipeline", "ClassImagePipeline", "TokenPipelineOutput", "ZooPipeline"]
+PIPELINE_CLASSES = ["ARImagePipeline", "ARTokenPipeline", "CTFPipeline"]  # registered in the diffusers namespace
 
 from zoo._plugin import register_pipelines  # noqa: E402
 

@@ -16,31 +16,19 @@ from zoo.ar import ARTransformer
 from .base import ZooPipeline
 
 
-class ARImagePipeline(ZooPipeline):
-    """Class-conditional AR image generation (LlamaGen): `ARTransformer` over `VQModel` tokens.
+class ClassImagePipeline(ZooPipeline):
+    """What class-conditional image pipelines over a VQ tokenizer share: class names and ids, the
+    checks on their components, and turning token grids into images."""
 
-    >>> pipe = zoo.load("llamagen-shapes")                                      # doctest: +SKIP
-    >>> images = pipe(class_labels=["circle", 3], guidance_scale=2.0).images   # doctest: +SKIP
-    """
-
-    model_cpu_offload_seq = "transformer->vqvae"
-    _callback_tensor_inputs = ["tokens"]
-
-    def __init__(self, transformer: ARTransformer, vqvae: VQModel, class_names: list[str] | None = None):
-        super().__init__()
+    @staticmethod
+    def check_class_transformer(transformer: ARTransformer, class_names):
         num_classes = transformer.config.num_classes
         if num_classes < 1:
-            raise ValueError("ARImagePipeline needs a class-conditional transformer (num_classes >= 1).")
+            raise ValueError(f"{type(transformer).__name__} must be class-conditional (num_classes >= 1).")
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"got {len(class_names)} class names for a model of {num_classes} classes.")
-        if transformer.config.vocab_size != vqvae.config.codebook_size:
-            raise ValueError(f"the transformer's vocabulary ({transformer.config.vocab_size}) differs from the "
-                             f"tokenizer's codebook ({vqvae.config.codebook_size}).")
         if transformer.config.grid_size is None:
             raise ValueError("the transformer needs a grid_size (2D token layout) to make images.")
-        self.register_modules(transformer=transformer, vqvae=vqvae)
-        self.register_to_config(class_names=list(class_names) if class_names is not None else None)
-        self.image_processor = VaeImageProcessor(do_resize=False, do_normalize=True)
 
     def class_ids(self, class_labels) -> list[int]:
         """Class ids from ids and/or names (`self.config.class_names`), validated."""
@@ -63,6 +51,42 @@ class ARImagePipeline(ZooPipeline):
             else:
                 raise ValueError(f"class label {label!r} is out of range; pass ids in [0, {num_classes}) or names.")
         return ids
+
+    def check_call(self, class_labels, num_images_per_prompt, output_type, callback_inputs) -> torch.Tensor:
+        """Validate the common call arguments; the class id of every image to make [N]."""
+        self.check_choice("output_type", output_type, ("pil", "np", "pt"))
+        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+            raise ValueError(f"num_images_per_prompt must be a positive integer, got {num_images_per_prompt!r}.")
+        self.check_callback_inputs(callback_inputs)
+        ids = [i for i in self.class_ids(class_labels) for _ in range(num_images_per_prompt)]
+        return torch.tensor(ids, device=self._execution_device)
+
+    def decode_grid(self, tokens: torch.Tensor, output_type: str):
+        """Token ids [N, h * w] -> images in `output_type`."""
+        h, w = self.transformer.config.grid_size
+        images = self.vqvae.decode(tokens.view(-1, h, w).to(self.vqvae.device)).clamp(-1, 1).float()
+        return self.image_processor.postprocess(images, output_type=output_type)
+
+
+class ARImagePipeline(ClassImagePipeline):
+    """Class-conditional AR image generation (LlamaGen): `ARTransformer` over `VQModel` tokens.
+
+    >>> pipe = zoo.load("llamagen-shapes")                                      # doctest: +SKIP
+    >>> images = pipe(class_labels=["circle", 3], guidance_scale=2.0).images   # doctest: +SKIP
+    """
+
+    model_cpu_offload_seq = "transformer->vqvae"
+    _callback_tensor_inputs = ["tokens"]
+
+    def __init__(self, transformer: ARTransformer, vqvae: VQModel, class_names: list[str] | None = None):
+        super().__init__()
+        self.check_class_transformer(transformer, class_names)
+        if transformer.config.vocab_size != vqvae.config.codebook_size:
+            raise ValueError(f"the transformer's vocabulary ({transformer.config.vocab_size}) differs from the "
+                             f"tokenizer's codebook ({vqvae.config.codebook_size}).")
+        self.register_modules(transformer=transformer, vqvae=vqvae)
+        self.register_to_config(class_names=list(class_names) if class_names is not None else None)
+        self.image_processor = VaeImageProcessor(do_resize=False, do_normalize=True)
 
     @torch.no_grad()
     def __call__(
@@ -89,18 +113,10 @@ class ARImagePipeline(ZooPipeline):
             generator: a torch.Generator or a list, one per image.
             output_type: "pil", "np" (floats in [0, 1], NHWC) or "pt" (NCHW in [0, 1]).
         """
-        self.check_choice("output_type", output_type, ("pil", "np", "pt"))
-        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
-            raise ValueError(f"num_images_per_prompt must be a positive integer, got {num_images_per_prompt!r}.")
-        self.check_callback_inputs(callback_on_step_end_tensor_inputs)
-        ids = [i for i in self.class_ids(class_labels) for _ in range(num_images_per_prompt)]
-        device = self._execution_device
-        labels = torch.tensor(ids, device=device)
+        labels = self.check_call(class_labels, num_images_per_prompt, output_type, callback_on_step_end_tensor_inputs)
         h, w = self.transformer.config.grid_size
-
         tokens = self.generate_tokens(h * w, callback_on_step_end, class_labels=labels, guidance_scale=guidance_scale,
                                       temperature=temperature, top_k=top_k, top_p=top_p, generator=generator).tokens
-        images = self.vqvae.decode(tokens.view(-1, h, w).to(self.vqvae.device)).clamp(-1, 1).float()
-        images = self.image_processor.postprocess(images, output_type=output_type)
+        images = self.decode_grid(tokens, output_type)
         self.maybe_free_model_hooks()
         return ImagePipelineOutput(images=images) if return_dict else (images,)

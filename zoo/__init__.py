@@ -20,9 +20,9 @@ _PUBLIC = {
     "ARTransformer": "zoo.ar", "generate": "zoo.ar", "GenerationOutput": "zoo.ar", "NextTokenStep": "zoo.ar",
     "ConstantGuidance": "zoo.ar", "LinearGuidance": "zoo.ar", "GuidanceSchedule": "zoo.ar",
     # tokenizers
-    "VQModel": "tokenizers_visual", "ShapesClassifier": "zoo.metrics.classifier",
+    "VQModel": "tokenizers_visual", "CodeClusters": "tokenizers_visual", "ShapesClassifier": "zoo.metrics.classifier",
     # pipelines
-    "ZooPipeline": "pipelines", "ARImagePipeline": "pipelines", "ARTokenPipeline": "pipelines", "TokenPipelineOutput": "pipelines",
+    "ZooPipeline": "pipelines", "ARImagePipeline": "pipelines", "CTFPipeline": "pipelines", "ARTokenPipeline": "pipelines", "TokenPipelineOutput": "pipelines",
     # loading and the catalogue
     "load": "zoo.hub", "resolve": "zoo.hub", "ModelNotFoundError": "zoo.hub",
     "list_models": "weights_registry", "Entry": "weights_registry",

@@ -129,6 +129,9 @@ def generate(
         compile: run the decode step through torch.compile (CUDA graphs on GPU).
         callback: called as callback(step_index, tokens_so_far [B, n]) after each step.
     """
+    if step is None and model.input_vocab_size != model.config.vocab_size:
+        raise ValueError(f"the model reads {model.input_vocab_size} input ids but predicts {model.config.vocab_size}: "
+                         "sampled tokens cannot be fed back; pass a `step` whose embed maps them to inputs.")
     step = step or NextTokenStep()
     check_sampling_args(temperature, top_k, top_p)
     guidance = as_guidance(guidance_scale)

@@ -58,6 +58,8 @@ class ARTransformer(AtomicSaveMixin, ModelMixin, ConfigMixin):
 
     Args:
         vocab_size: size of the output head (and of the token embedding unless `input_dim` is set).
+        input_vocab_size: size of the token embedding when it differs from the head (CTF's stage 2 reads
+            coarse cluster labels and predicts fine codebook ids); default vocab_size.
         hidden_size, num_layers, num_heads, num_kv_heads: width, depth, query heads, KV heads (GQA).
         intermediate_size: SwiGLU hidden size; default Llama's rule, int(8 * hidden / 3) rounded up to 256.
         num_classes: class-conditional models embed a label as the prefix; index `num_classes` is the
@@ -100,6 +102,7 @@ class ARTransformer(AtomicSaveMixin, ModelMixin, ConfigMixin):
         ffn_dropout: float = 0.0,
         initializer_range: float = 0.02,
         zero_init_head: bool = False,
+        input_vocab_size: int | None = None,
     ):
         super().__init__()
         self.seq_len = self._validate_config()
@@ -109,7 +112,7 @@ class ARTransformer(AtomicSaveMixin, ModelMixin, ConfigMixin):
         self.max_positions = num_prefix_tokens + self.seq_len
 
         if input_dim is None:
-            self.token_embedding = nn.Embedding(vocab_size, hidden_size)
+            self.token_embedding = nn.Embedding(self.input_vocab_size, hidden_size)
         else:
             self.input_proj = Linear(input_dim, hidden_size)
         if num_classes > 0:
@@ -221,6 +224,11 @@ class ARTransformer(AtomicSaveMixin, ModelMixin, ConfigMixin):
 
     # ----------------------------------------------------------------- embedding and head
     @property
+    def input_vocab_size(self) -> int:
+        """Number of token ids the embedding reads (input and prefix ids)."""
+        return self.config.input_vocab_size or self.config.vocab_size
+
+    @property
     def null_class(self) -> int:
         return self.config.num_classes
 
@@ -265,8 +273,8 @@ class ARTransformer(AtomicSaveMixin, ModelMixin, ConfigMixin):
             return
         if ids.dtype not in (torch.long, torch.int, torch.int16, torch.uint8):
             raise ValueError(f"{name} must be integer token ids, got dtype {ids.dtype}.")
-        if ids.numel() and (ids.min() < 0 or ids.max() >= self.config.vocab_size):
-            raise ValueError(f"{name} out of range: ids must lie in [0, {self.config.vocab_size}), got "
+        if ids.numel() and (ids.min() < 0 or ids.max() >= self.input_vocab_size):
+            raise ValueError(f"{name} out of range: ids must lie in [0, {self.input_vocab_size}), got "
                              f"min {int(ids.min())}, max {int(ids.max())}.")
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:

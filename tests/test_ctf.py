@@ -1,0 +1,148 @@
+"""Coarse-to-fine prediction: the cluster table, the refiner's cluster mask, CTFPipeline conventions."""
+
+import pytest
+import torch
+from diffusers import DiffusionPipeline
+
+import zoo
+from pipelines import CTFPipeline
+from tests.conftest import tiny_transformer
+from tokenizers_visual import CodeClusters, VQModel
+from tokenizers_visual.clusters import kmeans
+
+NAMES = [f"class{i}" for i in range(10)]
+
+
+def tiny_vq():
+    torch.manual_seed(0)
+    return VQModel(codebook_size=64, codebook_dim=4, encoder_ch=32, decoder_ch=32, encoder_ch_mult=[1, 1],
+                   decoder_ch_mult=[1, 1], num_res_blocks=1, z_channels=32).eval()
+
+
+def tiny_ctf(mask_fine_logits=True, k=8):
+    vq = tiny_vq()
+    clusters = CodeClusters.fit(vq.codebook, k)
+    transformer = tiny_transformer(vocab_size=k)
+    refiner = tiny_transformer(vocab_size=64, input_vocab_size=k, attention="bidirectional")
+    pipe = CTFPipeline(transformer=transformer, refiner=refiner, clusters=clusters, vqvae=vq, class_names=NAMES,
+                       mask_fine_logits=mask_fine_logits)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_ctf()
+
+
+def test_kmeans_table_is_consistent_with_the_codebook():
+    codebook = torch.randn(300, 8)
+    clusters = CodeClusters.fit(codebook, 16, seed=1)
+    table = clusters.cluster_of_code
+    assert table.shape == (300,) and clusters.cluster_sizes().sum() == 300 and (clusters.cluster_sizes() > 0).all()
+    # every code sits in the cluster of its nearest centroid (a converged Lloyd step)
+    points = torch.nn.functional.normalize(codebook, dim=-1).double()
+    centroids = torch.stack([points[table == c].mean(0) for c in range(16)])
+    assert torch.equal(torch.cdist(points, centroids).argmin(1), table)
+    assert torch.equal(clusters.member_mask.sum(0), torch.ones(300, dtype=torch.long))
+    assert torch.equal(CodeClusters.fit(codebook, 16, seed=1).cluster_of_code, table)  # deterministic
+
+
+def test_kmeans_separates_obvious_groups():
+    centres = torch.eye(4) * 10
+    points = torch.cat([centres[i] + 0.01 * torch.randn(25, 4) for i in range(4)])
+    labels = kmeans(points, 4)
+    assert all(len(set(labels[25 * i:25 * (i + 1)].tolist())) == 1 for i in range(4))
+    assert len(set(labels.tolist())) == 4
+
+
+def test_random_clusters_are_balanced():
+    clusters = CodeClusters.fit(torch.randn(64, 4), 8, method="random")
+    assert torch.equal(clusters.cluster_sizes(), torch.full((8,), 8))
+    assert clusters.config.method == "random"
+
+
+def test_masked_refiner_puts_no_probability_outside_the_cluster(pipe):
+    coarse = torch.randint(0, 8, (3, 16))
+    logits = pipe.fine_logits(coarse, torch.tensor([0, 1, 2]))
+    probs = torch.softmax(logits, -1)
+    outside = ~pipe.clusters.member_mask[coarse]
+    assert probs[outside].max() == 0 and torch.allclose(probs.sum(-1), torch.ones(3, 16))
+    unmasked = tiny_ctf(mask_fine_logits=False)
+    assert (torch.softmax(unmasked.fine_logits(coarse, torch.tensor([0, 1, 2])), -1)[outside] > 0).all()
+
+
+def test_generated_tokens_fall_in_their_clusters(pipe):
+    seen = {}
+
+    def keep_coarse(p, i, t, kwargs):
+        seen["coarse"] = kwargs["tokens"]
+        return {}
+
+    captured = {}
+    decode = pipe.vqvae.decode
+    pipe.vqvae.decode = lambda ids: captured.setdefault("fine", ids) is not None and decode(ids)
+    try:
+        pipe(class_labels=[1, 2], generator=torch.Generator().manual_seed(0), callback_on_step_end=keep_coarse)
+    finally:
+        pipe.vqvae.decode = decode
+    assert torch.equal(pipe.clusters.coarse(captured["fine"].flatten(1)), seen["coarse"])
+
+
+def test_seeded_generation_is_reproducible_and_per_image(pipe):
+    a = pipe(class_labels=["class3", 5], output_type="pt", generator=torch.Generator().manual_seed(0)).images
+    b = pipe(class_labels=["class3", 5], output_type="pt", generator=torch.Generator().manual_seed(0)).images
+    assert a.shape == (2, 3, 8, 8) and torch.equal(a, b)
+    gens = [torch.Generator().manual_seed(s) for s in (4, 5)]
+    pair = pipe(class_labels=[3, 5], output_type="pt", generator=gens).images
+    single = pipe(class_labels=[5], output_type="pt", generator=torch.Generator().manual_seed(5)).images
+    torch.testing.assert_close(pair[1:], single, atol=1e-6, rtol=0)
+
+
+def test_save_load_round_trip(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "ctf")
+    assert (tmp_path / "ctf" / "clusters" / "diffusion_pytorch_model.safetensors").is_file()
+    for loaded in (CTFPipeline.from_pretrained(tmp_path / "ctf"), zoo.load(str(tmp_path / "ctf")),
+                   DiffusionPipeline.from_pretrained(tmp_path / "ctf")):
+        assert type(loaded) is CTFPipeline and loaded.config.mask_fine_logits is True
+        assert torch.equal(loaded.clusters.cluster_of_code, pipe.clusters.cluster_of_code)
+        loaded.set_progress_bar_config(disable=True)
+        def kwargs():
+            return dict(class_labels=[4], output_type="pt", generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(loaded(**kwargs()).images, pipe(**kwargs()).images)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(class_labels=["dog"]), "unknown class name 'dog'"),
+    (dict(class_labels=[10]), r"out of range; pass ids in \[0, 10\)"),
+    (dict(class_labels=[1], guidance_scale=-1.0), "guidance_scale must be"),
+    (dict(class_labels=[1], refiner_temperature=-1.0), "temperature must be"),
+    (dict(class_labels=[1], refiner_top_k=1.5), "top_k must be"),
+    (dict(class_labels=[1], output_type="latent"), "output_type='latent'"),
+])
+def test_bad_inputs(pipe, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        pipe(**kwargs)
+
+
+def test_mismatched_components_are_rejected(pipe):
+    parts = dict(transformer=pipe.transformer, refiner=pipe.refiner, clusters=pipe.clusters, vqvae=pipe.vqvae)
+    with pytest.raises(ValueError, match="coarse labels"):
+        CTFPipeline(**{**parts, "transformer": tiny_transformer(vocab_size=64)})
+    with pytest.raises(ValueError, match="bidirectional"):
+        CTFPipeline(**{**parts, "refiner": tiny_transformer(vocab_size=64, input_vocab_size=8)})
+    with pytest.raises(ValueError, match="refiner must read 8"):
+        CTFPipeline(**{**parts, "refiner": tiny_transformer(vocab_size=64, attention="bidirectional")})
+    with pytest.raises(ValueError, match="covers 32 codes but the tokenizer has 64"):
+        CTFPipeline(**{**parts, "clusters": CodeClusters(codebook_size=32, num_clusters=8)})
+    with pytest.raises(ValueError, match="num_clusters must lie"):
+        CodeClusters(codebook_size=8, num_clusters=9)
+    with pytest.raises(ValueError, match="method="):
+        CodeClusters(method="spectral")
+    with pytest.raises(ValueError, match="integer codebook ids"):
+        pipe.clusters.coarse(torch.tensor([64]))
+
+
+def test_a_model_reading_other_ids_than_it_predicts_cannot_decode(pipe):
+    with pytest.raises(ValueError, match="cannot be fed back"):
+        zoo.generate(pipe.refiner, 4, class_labels=torch.tensor([0]))
