@@ -146,3 +146,23 @@ def test_mismatched_components_are_rejected(pipe):
 def test_a_model_reading_other_ids_than_it_predicts_cannot_decode(pipe):
     with pytest.raises(ValueError, match="cannot be fed back"):
         zoo.generate(pipe.refiner, 4, class_labels=torch.tensor([0]))
+
+
+def test_recipe_trains_both_stages_into_a_pipeline(tmp_path):
+    from zoo.cli import main as zoo_main
+
+    vq = tiny_vq()
+    vq.save_pretrained(tmp_path / "vq")
+    tokens = tmp_path / "shapes.safetensors"
+    assert zoo_main(["tokenize", str(tmp_path / "vq"), "--num", "8", "--size", "32", "--out", str(tokens)]) == 0
+    out = tmp_path / "ctf"
+    common = ["--tokens", str(tokens), "--vq", str(tmp_path / "vq"), "--out", str(out), "--steps", "2",
+              "--batch-size", "4", "--hidden", "32", "--layers", "1", "--heads", "2", "--clusters", "8"]
+    assert zoo_main(["train", "ctf-shapes", *common, "--stage", "coarse"]) == 0
+    assert not (out / "pipeline").exists()  # the refiner is still missing
+    assert zoo_main(["train", "ctf-shapes", *common, "--stage", "refiner", "--no-mask-fine-logits"]) == 0
+    pipe = CTFPipeline.from_pretrained(out / "pipeline")
+    assert pipe.config.mask_fine_logits is False and pipe.clusters.config.num_clusters == 8
+    assert pipe.refiner.config.attention == "bidirectional" and pipe.transformer.config.vocab_size == 8
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe(class_labels=["star"], num_images_per_prompt=2).images[0].size == (32, 32)

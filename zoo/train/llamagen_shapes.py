@@ -1,6 +1,6 @@
 """Recipe `llamagen-shapes`: LlamaGen's class-conditional AR model over a tokenizer's token grids.
 
-    zoo tokenize vq-shapes --num 50000 --out runs/shapes-train.tokens.safetensors
+    zoo tokenize vq-shapes --num 24000 --out runs/shapes-train.tokens.safetensors
     zoo train llamagen-shapes --tokens runs/shapes-train.tokens.safetensors --vq vq-shapes --out runs/llamagen
 
 LlamaGen's GPT (pre-RMSNorm, SwiGLU, 2D RoPE, a class token with 10% class dropout for CFG, dropout
@@ -27,21 +27,26 @@ def next_token_loss(model, batch):
     return loss, {"accuracy": (logits.argmax(-1) == ids).float().mean().item()}
 
 
-def build_model(data: TokenDataset, args, vocab_size: int) -> ARTransformer:
-    return ARTransformer(
+def num_classes(data: TokenDataset) -> int:
+    return len(data.metadata.get("class_names") or [None] * (int(data.labels.max()) + 1))
+
+
+def build_model(data: TokenDataset, args, vocab_size: int, **overrides) -> ARTransformer:
+    """LlamaGen's GPT layout at the size given by --hidden/--layers/--heads (overrides win)."""
+    config = dict(
         vocab_size=vocab_size, hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
-        num_classes=len(data.metadata.get("class_names") or [None] * (int(data.labels.max()) + 1)),
-        num_prefix_tokens=1, grid_size=data.grid, position_embedding="rope_2d",
+        num_classes=num_classes(data), num_prefix_tokens=1, grid_size=data.grid, position_embedding="rope_2d",
         class_dropout_prob=0.1, token_dropout=args.dropout, resid_dropout=args.dropout, ffn_dropout=args.dropout,
         zero_init_head=True)
+    return ARTransformer(**{**config, **overrides})
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="zoo train llamagen-shapes", description=__doc__.splitlines()[0])
+def add_arguments(p: argparse.ArgumentParser, default_steps: int = 20000):
+    """The arguments every recipe over token files shares: data, size and optimisation."""
     p.add_argument("--tokens", required=True, help="token file from `zoo tokenize`")
     p.add_argument("--vq", required=True, help="the tokenizer that made the tokens (name, folder or Hub id)")
     p.add_argument("--out", required=True)
-    p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--steps", type=int, default=default_steps)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--lr-schedule", default="cosine", choices=["constant", "cosine"])
@@ -53,6 +58,27 @@ def main(argv=None) -> int:
     p.add_argument("--ema", type=float, default=None)
     p.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
     p.add_argument("--seed", type=int, default=0)
+
+
+def train_config(args, output_dir: str, steps: int) -> TrainConfig:
+    return TrainConfig(output_dir=output_dir, max_steps=steps, batch_size=args.batch_size, lr=args.lr,
+                       weight_decay=0.05, lr_schedule=args.lr_schedule, ema_decay=args.ema,
+                       warmup_steps=min(1000, steps // 10) if args.warmup is None else args.warmup,
+                       mixed_precision=args.mixed_precision, log_every=min(50, steps),
+                       checkpoint_every=min(250, steps), seed=args.seed, extra=vars(args))
+
+
+def is_main_process() -> bool:
+    from accelerate import PartialState
+
+    from zoo.utils.distributed import cpu_processes
+
+    return PartialState(cpu=cpu_processes()).is_main_process
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="zoo train llamagen-shapes", description=__doc__.splitlines()[0])
+    add_arguments(p)
     args = p.parse_args(argv)
 
     import zoo
@@ -60,16 +86,9 @@ def main(argv=None) -> int:
 
     vq = zoo.load(args.vq)
     data = TokenDataset(args.tokens)
-    model = build_model(data, args, vq.config.codebook_size)
-    config = TrainConfig(output_dir=args.out, max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         weight_decay=0.05, lr_schedule=args.lr_schedule, ema_decay=args.ema,
-                         warmup_steps=min(1000, args.steps // 10) if args.warmup is None else args.warmup,
-                         mixed_precision=args.mixed_precision, log_every=min(50, args.steps),
-                         checkpoint_every=min(250, args.steps), seed=args.seed, extra=vars(args))
-    model = train(model, data, next_token_loss, config)
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    model = train(build_model(data, args, vq.config.codebook_size), data, next_token_loss,
+                  train_config(args, args.out, args.steps))
+    if is_main_process():
         pipe = ARImagePipeline(transformer=model, vqvae=vq, class_names=data.metadata.get("class_names"))
         pipe.save_pretrained(f"{args.out}/pipeline")
         print(f"saved {args.out}/pipeline")
