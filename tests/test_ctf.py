@@ -166,3 +166,31 @@ def test_recipe_trains_both_stages_into_a_pipeline(tmp_path):
     assert pipe.refiner.config.attention == "bidirectional" and pipe.transformer.config.vocab_size == 8
     pipe.set_progress_bar_config(disable=True)
     assert pipe(class_labels=["star"], num_images_per_prompt=2).images[0].size == (32, 32)
+
+
+def test_ctf_benchmark_on_tiny_pipelines(tmp_path, monkeypatch):
+    """benchmarks/ctf.py end to end on random 32 px pipelines (the numbers mean nothing)."""
+    import json
+
+    from benchmarks import common, ctf
+    from pipelines import ARImagePipeline
+
+    torch.manual_seed(0)
+    vq = VQModel(codebook_size=64, codebook_dim=4, encoder_ch=32, decoder_ch=32, encoder_ch_mult=[1, 1, 1],
+                 decoder_ch_mult=[1, 1, 1], num_res_blocks=1, z_channels=32).eval()
+    ARImagePipeline(transformer=tiny_transformer(grid_size=(8, 8)), vqvae=vq).save_pretrained(tmp_path / "base")
+    for name, method in (("ctf", "kmeans"), ("random", "random")):
+        CTFPipeline(transformer=tiny_transformer(vocab_size=8, grid_size=(8, 8)),
+                    refiner=tiny_transformer(vocab_size=64, input_vocab_size=8, attention="bidirectional",
+                                             grid_size=(8, 8)),
+                    clusters=CodeClusters.fit(vq.codebook, 8, method=method), vqvae=vq,
+                    mask_fine_logits=False).save_pretrained(tmp_path / name)
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    assert ctf.main(["--baseline", str(tmp_path / "base"), "--ctf", str(tmp_path / "ctf"), "--ablation",
+                     f"random={tmp_path / 'random'}", "--unmasked", "--images", "20", "--quick"]) == 0
+    result = json.loads((tmp_path / "ctf.quick.json").read_text())
+    rows = result["rows"]
+    assert len(rows) == 5 and rows[0]["system"].endswith("(baseline)") and "aux_params_m" not in rows[0]
+    assert [r["mask_fine_logits"] for r in rows[1:]] == [True, False, True, False]
+    assert rows[3]["cluster_method"] == "random" and all(r["images_per_s"] > 0 for r in rows)
+    assert len(result["claims"]) == 3
