@@ -107,6 +107,7 @@ def generate(
     top_p: float = 1.0,
     generator=None,
     step=None,
+    sampler=None,
     return_probs: bool = False,
     use_cache: bool = True,
     compile: bool = False,
@@ -124,6 +125,8 @@ def generate(
         temperature (0 = greedy), top_k (0 = off), top_p (1 = off): the sampling distribution.
         generator: a torch.Generator, or a list with one per row (row i then depends on it alone).
         step: how a step turns hidden states into tokens and tokens into inputs (default: one token).
+        sampler: a callable (probs [B, k, V], start) -> ids [B, k] that replaces random sampling for
+            tokens start..start+k-1 (distilled decoding's flow map, `zoo.flow.DiracFlowSampler`).
         return_probs: also return the sampling distribution of every token.
         use_cache: False recomputes the whole sequence every step (the reference for tests).
         compile: run the decode step through torch.compile (CUDA graphs on GPU).
@@ -170,7 +173,10 @@ def generate(
             index = torch.arange(start, start + k, device=device)
             logits = apply_guidance(logits, guidance(index, num_tokens, state["step"], num_steps).to(logits.dtype))
         probs = logits_to_probs(logits, temperature, top_k, top_p)
-        new = probs.argmax(-1) if temperature == 0 else sample_from_probs(probs, generators)
+        if sampler is not None:
+            new = sampler(probs, start)
+        else:
+            new = probs.argmax(-1) if temperature == 0 else sample_from_probs(probs, generators)
         tokens[:, start:start + k] = new
         if probs_out is not None:
             probs_out[:, start:start + k] = probs
