@@ -306,8 +306,10 @@ class ARTransformer(AtomicSaveMixin, ModelMixin, ConfigMixin):
         return ((mask[None] & keys[:, None, :]) | eye)[:, None]
 
     def forward_hidden(self, x: torch.Tensor, input_pos: torch.Tensor | None = None,
-                       prefix_mask: torch.Tensor | None = None, kv_len: int | None = None) -> torch.Tensor:
-        """Embedded sequence x [B, T, hidden] -> normed hidden states [B, T, hidden].
+                       prefix_mask: torch.Tensor | None = None, kv_len: int | None = None,
+                       final_norm: bool = True) -> torch.Tensor:
+        """Embedded sequence x [B, T, hidden] -> normed hidden states [B, T, hidden] (before the final
+        norm with final_norm=False: DD's continuous head reads those).
 
         Without input_pos, x is the whole sequence from position 0 (training, or recomputation).
         With input_pos [T], x holds those positions only and reads/writes the KV cache (`setup_cache`);
@@ -335,7 +337,7 @@ class ARTransformer(AtomicSaveMixin, ModelMixin, ConfigMixin):
             bias = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill_(~allowed, -torch.inf)
             for block in self.blocks:
                 x = block(x, rope, bias, input_pos, kv_len=kv_len)
-        return self.norm(x)
+        return self.norm(x) if final_norm else x
 
     def forward(self, input_ids: torch.Tensor | None = None, class_labels=None, prefix_ids=None, prefix_embeds=None,
                 prefix_mask: torch.Tensor | None = None) -> torch.Tensor:
