@@ -43,3 +43,13 @@ def test_every_subcommand_has_help(command):
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args([command, "--help"])
     assert exit_.value.code == 0
+
+
+def test_convert_llamagen_dd(tmp_path):
+    from zoo.ar.distilled import DDTransformer
+
+    out = tmp_path / "dd"
+    assert main(["convert", "llamagen-dd", "--checkpoint", str(FIXTURES / "dd_llamagen_tiny.pt"),
+                 "--num-heads", "4", "--image-size", "64", "--out", str(out)]) == 0
+    model = DDTransformer.from_pretrained(out)
+    assert model.config.codebook_dim == 8 and model.backbone.config.num_layers == 2

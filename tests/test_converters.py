@@ -67,3 +67,35 @@ def test_wrong_checkpoints_fail_with_the_keys():
         convert_llamagen_gpt({"model": {**sd, "cls_embedding.cap_proj.fc1.weight": torch.zeros(1)}}, num_heads=4)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         convert_llamagen_gpt("/nonexistent/c2i_B_256.pt")
+
+
+def test_llamagen_dd_converter_reproduces_the_official_forward():
+    from safetensors.torch import load_file
+
+    from weights_registry.converters.llamagen import convert_llamagen_dd
+
+    model = convert_llamagen_dd(FIXTURES / "dd_llamagen_tiny.pt", num_heads=4, grid_size=4).eval()
+    io = load_file(FIXTURES / "dd_llamagen_tiny_io.safetensors")
+    codes, logits = model(io["x"], io["class_labels"], io["timestep"])
+    torch.testing.assert_close(codes, io["tokens"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(logits, io["logits"], atol=1e-4, rtol=1e-4)
+
+
+def test_llamagen_dd_b_checkpoint_converts_with_its_shapes():
+    from weights_registry.converters.llamagen import convert_llamagen_dd, llamagen_dd_keys
+
+    sd = llamagen_b_state_dict()
+    del sd["tok_embeddings.weight"]
+    gen = torch.Generator().manual_seed(1)
+    extra = {"tok_embeddings.weight": (768, 8), "tok_embeddings.bias": (768,), "n_d_embed.weight": (2, 768),
+             "final_layer_conti.linear.weight": (8, 768), "final_layer_conti.linear.bias": (8,),
+             "final_layer_conti.scale_shift_table": (2, 768)}
+    sd |= {k: torch.randn(s, generator=gen) for k, s in extra.items()}
+    assert set(sd) == set(llamagen_dd_keys(12))
+    model = convert_llamagen_dd({"ema": sd, "model": {}})
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(98.3e6, rel=0.01)  # the paper's 98.3M
+    assert torch.equal(model.continuous_head.scale_shift_table, sd["final_layer_conti.scale_shift_table"])
+    assert torch.equal(model.backbone.input_proj.bias, sd["tok_embeddings.bias"])
+    del sd["n_d_embed.weight"]
+    with pytest.raises(ValueError, match=r"missing keys: \['n_d_embed.weight'\]"):
+        convert_llamagen_dd({"model": sd})

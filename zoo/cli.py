@@ -18,7 +18,8 @@ from pathlib import Path
 BENCHMARKS = {"ar-engine": "benchmarks.ar_engine", "c2i": "benchmarks.c2i", "ctf": "benchmarks.ctf",
               "image-tokenizer": "benchmarks.image_tokenizer"}
 # converter name -> (module, function); each function takes the checkpoint path plus keyword options
-CONVERTERS = {"llamagen-gpt": ("weights_registry.converters.llamagen", "convert_llamagen_gpt")}
+CONVERTERS = {"llamagen-gpt": ("weights_registry.converters.llamagen", "convert_llamagen_gpt"),
+              "llamagen-dd": ("weights_registry.converters.llamagen", "convert_llamagen_dd")}
 
 
 def _fail(message: str) -> int:
@@ -178,8 +179,12 @@ def cmd_convert(args) -> int:
     model = getattr(importlib.import_module(module), function)(args.checkpoint, **kwargs)
 
     from pipelines import ARTokenPipeline
+    from zoo.ar import ARTransformer
 
-    ARTokenPipeline(transformer=model).save_pretrained(args.out)
+    if isinstance(model, ARTransformer):  # token models load as a pipeline
+        ARTokenPipeline(transformer=model).save_pretrained(args.out)
+    else:
+        model.save_pretrained(args.out)
     print(f"converted {args.checkpoint} -> {args.out} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M "
           "parameters); load it with zoo.load(folder)")
     return 0

@@ -1,6 +1,6 @@
 """Converters from original checkpoint formats into zoo's models."""
 
 from .hf_llama import hf_llama_to_zoo
-from .llamagen import convert_llamagen_gpt, convert_llamagen_vq
+from .llamagen import convert_llamagen_dd, convert_llamagen_gpt, convert_llamagen_vq
 
-__all__ = ["convert_llamagen_gpt", "convert_llamagen_vq", "hf_llama_to_zoo"]
+__all__ = ["convert_llamagen_dd", "convert_llamagen_gpt", "convert_llamagen_vq", "hf_llama_to_zoo"]

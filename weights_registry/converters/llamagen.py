@@ -56,35 +56,37 @@ def convert_llamagen_gpt(
         raise ValueError("this is a text-to-image LlamaGen checkpoint (cls_embedding.cap_proj.*); "
                          "convert_llamagen_gpt handles the class-conditional c2i_*.pt checkpoints.")
     sd.pop("freqs_cis", None)
-    layer_ids = {int(k.split(".")[1]) for k in sd if k.startswith("layers.")}
-    num_layers = len(layer_ids)
+    num_layers = len({int(k.split(".")[1]) for k in sd if k.startswith("layers.")})
     check_keys(sd, llamagen_gpt_keys(num_layers), what="LlamaGen GPT checkpoint")
+    model = ARTransformer(**_gpt_config(sd, num_layers, num_heads, grid_size, image_size, downsample, norm_eps,
+                                        rope_base), class_dropout_prob=0.1)
+    new = {"token_embedding.weight": sd["tok_embeddings.weight"], **_gpt_body(sd, num_layers)}
+    return load_converted(model, new, "converted LlamaGen GPT")
 
-    vocab_size, dim = sd["tok_embeddings.weight"].shape
-    num_classes = sd["cls_embedding.embedding_table.weight"].shape[0] - 1
+
+def _gpt_config(sd, num_layers, num_heads, grid_size, image_size, downsample, norm_eps, rope_base) -> dict:
+    """ARTransformer settings read off a LlamaGen GPT state dict (the output head fixes vocab and width)."""
+    vocab_size, dim = sd["output.weight"].shape
     if num_heads is None:
         if dim not in HEADS_BY_DIM:
             raise ValueError(f"width {dim} is not a LlamaGen size; pass num_heads explicitly.")
         num_heads = HEADS_BY_DIM[dim]
     head_dim = dim // num_heads
     qkv_rows = sd["layers.0.attention.wqkv.weight"].shape[0]
-    num_kv_heads = (qkv_rows // head_dim - num_heads) // 2
     if grid_size is None:
         grid_size = image_size // downsample if image_size else 16
-    ffn_dim = sd["layers.0.feed_forward.w1.weight"].shape[0]
+    return dict(vocab_size=vocab_size, hidden_size=dim, num_layers=num_layers, num_heads=num_heads,
+                num_kv_heads=(qkv_rows // head_dim - num_heads) // 2,
+                intermediate_size=sd["layers.0.feed_forward.w1.weight"].shape[0], norm_eps=norm_eps,
+                num_classes=sd["cls_embedding.embedding_table.weight"].shape[0] - 1, num_prefix_tokens=1,
+                grid_size=(grid_size, grid_size), position_embedding="rope_2d", rope_base=rope_base,
+                rope_prefix="zero")
 
-    model = ARTransformer(
-        vocab_size=vocab_size, hidden_size=dim, num_layers=num_layers, num_heads=num_heads,
-        num_kv_heads=num_kv_heads, intermediate_size=ffn_dim, norm_eps=norm_eps, num_classes=num_classes,
-        num_prefix_tokens=1, grid_size=(grid_size, grid_size), position_embedding="rope_2d",
-        rope_base=rope_base, rope_prefix="zero", class_dropout_prob=0.1,
-    )
-    new = {
-        "class_embedding.weight": sd["cls_embedding.embedding_table.weight"],
-        "token_embedding.weight": sd["tok_embeddings.weight"],
-        "norm.weight": sd["norm.weight"],
-        "head.weight": sd["output.weight"],
-    }
+
+def _gpt_body(sd, num_layers) -> dict:
+    """zoo names for the class embedding, the blocks, the final norm and the logits head."""
+    new = {"class_embedding.weight": sd["cls_embedding.embedding_table.weight"], "norm.weight": sd["norm.weight"],
+           "head.weight": sd["output.weight"]}
     for i in range(num_layers):
         old = f"layers.{i}."
         new[f"blocks.{i}.attn.qkv.weight"] = sd[old + "attention.wqkv.weight"]
@@ -94,8 +96,52 @@ def convert_llamagen_gpt(
         new[f"blocks.{i}.mlp.gate_up.weight"] = torch.cat(
             [sd[old + "feed_forward.w1.weight"], sd[old + "feed_forward.w3.weight"]])
         new[f"blocks.{i}.mlp.down.weight"] = sd[old + "feed_forward.w2.weight"]
-    return load_converted(model, new, "converted LlamaGen GPT")
+    return new
 
+
+def llamagen_dd_keys(num_layers: int) -> list[str]:
+    """The keys of an official LlamaGen-DD checkpoint (microsoft/distilled_decoding, `DDTransformer`)."""
+    keys = [k for k in llamagen_gpt_keys(num_layers) if k != "tok_embeddings.weight"]
+    return keys + ["tok_embeddings.weight", "tok_embeddings.bias", "n_d_embed.weight",
+                   "final_layer_conti.linear.weight", "final_layer_conti.linear.bias",
+                   "final_layer_conti.scale_shift_table"]
+
+
+def convert_llamagen_dd(
+    checkpoint: str | os.PathLike | dict,
+    *,
+    num_heads: int | None = None,
+    grid_size: int | None = None,
+    image_size: int | None = None,
+    downsample: int = 16,
+    norm_eps: float = 1e-5,
+    rope_base: float = 10000.0,
+):
+    """Build a `DDTransformer` from an official LlamaGen-DD checkpoint (`llamagen-B.pt`, `llamagen-L.pt`).
+
+    The weights are read from `ckpt["ema"]` if present, else `ckpt["model"]`, else the dict itself. The
+    official loader uses strict=False; here every key is mapped and a missing one is an error.
+    """
+    from zoo.ar.distilled import DDTransformer
+
+    if not isinstance(checkpoint, dict):
+        checkpoint = load_torch_checkpoint(checkpoint)
+    sd = pick_state_dict(checkpoint, ("ema", "model"))
+    sd.pop("freqs_cis", None)
+    num_layers = len({int(k.split(".")[1]) for k in sd if k.startswith("layers.")})
+    check_keys(sd, llamagen_dd_keys(num_layers), what="LlamaGen-DD checkpoint")
+    codebook_dim = sd["tok_embeddings.weight"].shape[1]
+    config = _gpt_config(sd, num_layers, num_heads, grid_size, image_size, downsample, norm_eps, rope_base)
+    model = DDTransformer(backbone_config=config, codebook_dim=codebook_dim)
+    new = {f"backbone.{k}": v for k, v in _gpt_body(sd, num_layers).items()}
+    new.update({
+        "backbone.input_proj.weight": sd["tok_embeddings.weight"], "backbone.input_proj.bias": sd["tok_embeddings.bias"],
+        "data_noise_embedding.weight": sd["n_d_embed.weight"],
+        "continuous_head.linear.weight": sd["final_layer_conti.linear.weight"],
+        "continuous_head.linear.bias": sd["final_layer_conti.linear.bias"],
+        "continuous_head.scale_shift_table": sd["final_layer_conti.scale_shift_table"],
+    })
+    return load_converted(model, new, "converted LlamaGen-DD")
 
 
 # ----------------------------------------------------------------------------------------- VQ tokenizer
