@@ -52,3 +52,59 @@ def test_bad_inputs(teacher):
         DDTransformer(backbone_config=dict(vocab_size=8, hidden_size=32, num_layers=1, num_heads=2, seq_len=4))
     with pytest.raises(ValueError, match="token model"):
         DDTransformer.from_teacher(DDTransformer.from_teacher(teacher, 4).backbone, 4)
+
+
+def tiny_pipeline(teacher, **kwargs):
+    from pipelines import DistilledPipeline
+    from tokenizers_visual import VQModel
+
+    torch.manual_seed(0)
+    vq = VQModel(codebook_size=64, codebook_dim=4, encoder_ch=32, decoder_ch=32, encoder_ch_mult=[1, 1],
+                 decoder_ch_mult=[1, 1], num_res_blocks=1, z_channels=32).eval()
+    student = DDTransformer.from_teacher(teacher, codebook_dim=4).eval()
+    pipe = DistilledPipeline(student=student, vqvae=vq, class_names=[f"c{i}" for i in range(10)], **kwargs)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_one_and_two_step_sampling(teacher):
+    pipe = tiny_pipeline(teacher, split_position=5, second_step_position=8)
+    seen = []
+    for steps in (1, 2):
+        images = pipe(class_labels=["c1", 4], num_inference_steps=steps, output_type="pt",
+                      generator=torch.Generator().manual_seed(0),
+                      callback_on_step_end=lambda p, i, t, kw: seen.append(kw["codes"]) or {}).images
+        assert images.shape == (2, 3, 8, 8) and 0 <= images.min() and images.max() <= 1
+    assert len(seen) == 3  # one callback per pass
+    codebook = pipe.vqvae.codebook
+    for codes in seen:  # tokens before split_position are codewords
+        assert (codes[:, :5, None] - codebook).abs().sum(-1).min(-1).values.max() == 0
+    a = pipe(class_labels=[1, 4], output_type="pt", generator=[torch.Generator().manual_seed(s) for s in (0, 1)])
+    b = pipe(class_labels=[4], output_type="pt", generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a.images[1:], b.images, atol=1e-6, rtol=0)
+
+
+def test_second_step_keeps_the_first_tokens(teacher):
+    pipe = tiny_pipeline(teacher, split_position=16, second_step_position=8)
+    noise, labels = torch.randn(2, 16, 4), torch.tensor([0, 1])
+    first = pipe.denoise(noise, labels, [0])
+    both = pipe.denoise(noise, labels, [0, 8])
+    torch.testing.assert_close(both[:, :8], first[:, :8])
+
+
+def test_pipeline_round_trip_and_errors(teacher, tmp_path):
+    import zoo
+    from pipelines import DistilledPipeline
+
+    pipe = tiny_pipeline(teacher)
+    pipe.save_pretrained(tmp_path / "dd")
+    loaded = zoo.load(str(tmp_path / "dd"))
+    assert type(loaded) is DistilledPipeline and loaded.config.split_position == 5  # 80/256 of 16
+    kwargs = lambda: dict(class_labels=[2], output_type="pt", generator=torch.Generator().manual_seed(3))  # noqa: E731
+    torch.testing.assert_close(loaded(**kwargs()).images, pipe(**kwargs()).images)
+    with pytest.raises(ValueError, match="num_inference_steps must be 1 or 2"):
+        pipe(class_labels=[1], num_inference_steps=3)
+    with pytest.raises(ValueError, match="unknown class name"):
+        pipe(class_labels=["dog"])
+    with pytest.raises(ValueError, match="split_position must lie"):
+        tiny_pipeline(teacher, split_position=17)

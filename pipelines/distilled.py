@@ -1,0 +1,124 @@
+"""`DistilledPipeline`: one- and two-step sampling of an AR image model (Distilled Decoding, DD1).
+
+Sampling follows the official `eval_fewstep.py`: draw a noise vector per token; for each step t in
+(0,) or (0, t2), feed [the current prediction for tokens < t | the noise from t on] to the student and
+take its prediction of every token. Tokens before `split_position` come from the logits head (the
+argmax codeword), the rest from the continuous head; tokens given as data keep their input. The
+result goes to the VQ decoder as continuous codes, without re-quantising.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
+
+from tokenizers_visual import VQModel
+from zoo.ar.distilled import DDTransformer
+from zoo.ar.sampling import normalize_generators
+
+from .ar_image import ClassImagePipeline
+
+
+class DistilledPipeline(ClassImagePipeline):
+    """Class-conditional generation in 1 or 2 passes of a `DDTransformer` over `VQModel` codes.
+
+    Args:
+        student: the DD generator (`DDTransformer.from_teacher(...)`, trained on the teacher's pairs).
+        vqvae: the teacher's tokenizer.
+        class_names: optional names of the classes.
+        split_position: tokens before it use the logits head, the rest the continuous head; default
+            the official LlamaGen-B setting, 80 of 256 tokens, scaled to the student's length.
+        second_step_position: t2, the number of tokens kept from the first pass in a 2-step run;
+            default as split_position (official: t_list "0,80").
+
+    >>> pipe = zoo.load("dd-shapes")                                             # doctest: +SKIP
+    >>> images = pipe(class_labels=["circle", 3], num_inference_steps=1).images  # doctest: +SKIP
+    """
+
+    model_cpu_offload_seq = "student->vqvae"
+    _callback_tensor_inputs = ["codes"]
+
+    def __init__(self, student: DDTransformer, vqvae: VQModel, class_names: list[str] | None = None,
+                 split_position: int | None = None, second_step_position: int | None = None):
+        super().__init__()
+        default = round(student.num_tokens * 80 / 256)
+        split_position = default if split_position is None else split_position
+        second_step_position = default if second_step_position is None else second_step_position
+        self.check_class_transformer(student.backbone, class_names)
+        if student.config.codebook_dim != vqvae.config.codebook_dim:
+            raise ValueError(f"the student reads {student.config.codebook_dim}-dim codes but the tokenizer's are "
+                             f"{vqvae.config.codebook_dim}-dim.")
+        if student.backbone.config.vocab_size != vqvae.config.codebook_size:
+            raise ValueError("the student's logits head must cover the tokenizer's codebook.")
+        for name, value in (("split_position", split_position), ("second_step_position", second_step_position)):
+            if not 0 <= value <= student.num_tokens:
+                raise ValueError(f"{name} must lie in [0, {student.num_tokens}], got {value}.")
+        self.register_modules(student=student, vqvae=vqvae)
+        self.register_to_config(class_names=list(class_names) if class_names is not None else None,
+                                split_position=split_position, second_step_position=second_step_position)
+        self.image_processor = VaeImageProcessor(do_resize=False, do_normalize=True)
+
+    @property
+    def transformer(self):  # ClassImagePipeline reads the class count and grid from `transformer`
+        return self.student.backbone
+
+    def step_positions(self, num_inference_steps: int) -> list[int]:
+        if num_inference_steps not in (1, 2):
+            raise ValueError(f"num_inference_steps must be 1 or 2 (the distilled steps), got {num_inference_steps!r}.")
+        return [0] if num_inference_steps == 1 else [0, self.config.second_step_position]
+
+    def denoise(self, noise: torch.Tensor, class_labels: torch.Tensor, steps: list[int], callback=None) -> torch.Tensor:
+        """noise [B, T, C] -> predicted codes [B, T, C] after the given steps (t = tokens given as data)."""
+        codebook = self.vqvae.codebook.to(noise.dtype)
+        position = torch.arange(noise.shape[1], device=noise.device)[None, :, None]
+        x = noise
+        for i, t in enumerate(steps):
+            x_t = torch.where(position < t, x, noise)
+            codes, logits = self.student(x_t, class_labels, t)
+            ids = logits.argmax(-1)
+            given = torch.cdist(x_t, codebook[None], compute_mode="donot_use_mm_for_euclid_dist").argmin(-1)  # own codeword
+            ids = torch.where(position[..., 0] < t, given, ids)
+            continuous = torch.where(position < t, x_t, codes)
+            x = torch.where(position < self.config.split_position, codebook[ids], continuous)
+            if callback is not None:
+                callback(self, i, None, {"codes": x})
+        return x
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        class_labels: int | str | list[int | str] | torch.Tensor,
+        num_images_per_prompt: int = 1,
+        num_inference_steps: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] = ("codes",),
+    ):
+        """Generate images of the given classes in `num_inference_steps` (1 or 2) student passes.
+
+        Args:
+            class_labels: class ids and/or names (see `pipe.config.class_names`).
+            num_images_per_prompt: images per class label.
+            num_inference_steps: 1 or 2.
+            generator: a torch.Generator or a list, one per image (it draws that image's noise).
+            output_type: "pil", "np" (floats in [0, 1], NHWC) or "pt" (NCHW in [0, 1]).
+        No classifier-free guidance: the teacher's guidance is distilled into the student.
+        """
+        steps = self.step_positions(num_inference_steps)
+        labels = self.check_call(class_labels, num_images_per_prompt, output_type, callback_on_step_end_tensor_inputs)
+        generators = normalize_generators(generator, len(labels))
+        T, C, device = self.student.num_tokens, self.student.config.codebook_dim, self._execution_device
+        if isinstance(generators, list):
+            noise = torch.cat([torch.randn(1, T, C, generator=g, device=g.device) for g in generators])
+        else:
+            noise = torch.randn(len(labels), T, C, generator=generators,
+                                device=device if generators is None else generators.device)
+        codes = self.denoise(noise.to(device), labels, steps, callback_on_step_end)
+        h, w = self.transformer.config.grid_size
+        images = self.vqvae.decode_codes(codes.view(-1, h, w, C).permute(0, 3, 1, 2).to(self.vqvae.device))
+        images = self.image_processor.postprocess(images.clamp(-1, 1).float(), output_type=output_type)
+        self.maybe_free_model_hooks()
+        return ImagePipelineOutput(images=images) if return_dict else (images,)
