@@ -31,6 +31,8 @@ class DistilledPipeline(ClassImagePipeline):
             the official LlamaGen-B setting, 80 of 256 tokens, scaled to the student's length.
         second_step_position: t2, the number of tokens kept from the first pass in a 2-step run;
             default as split_position (official: t_list "0,80").
+        noise_input: False for the naive one-step baseline, which reads no noise (zero inputs) and
+            predicts every token at once from the class.
 
     >>> pipe = zoo.load("dd-shapes")                                             # doctest: +SKIP
     >>> images = pipe(class_labels=["circle", 3], num_inference_steps=1).images  # doctest: +SKIP
@@ -40,7 +42,8 @@ class DistilledPipeline(ClassImagePipeline):
     _callback_tensor_inputs = ["codes"]
 
     def __init__(self, student: DDTransformer, vqvae: VQModel, class_names: list[str] | None = None,
-                 split_position: int | None = None, second_step_position: int | None = None):
+                 split_position: int | None = None, second_step_position: int | None = None,
+                 noise_input: bool = True):
         super().__init__()
         default = round(student.num_tokens * 80 / 256)
         split_position = default if split_position is None else split_position
@@ -56,7 +59,8 @@ class DistilledPipeline(ClassImagePipeline):
                 raise ValueError(f"{name} must lie in [0, {student.num_tokens}], got {value}.")
         self.register_modules(student=student, vqvae=vqvae)
         self.register_to_config(class_names=list(class_names) if class_names is not None else None,
-                                split_position=split_position, second_step_position=second_step_position)
+                                split_position=split_position, second_step_position=second_step_position,
+                                noise_input=bool(noise_input))
         self.image_processor = VaeImageProcessor(do_resize=False, do_normalize=True)
 
     @property
@@ -71,6 +75,8 @@ class DistilledPipeline(ClassImagePipeline):
     def denoise(self, noise: torch.Tensor, class_labels: torch.Tensor, steps: list[int], callback=None) -> torch.Tensor:
         """noise [B, T, C] -> predicted codes [B, T, C] after the given steps (t = tokens given as data)."""
         codebook = self.vqvae.codebook.to(noise.dtype)
+        if not self.config.noise_input:
+            noise = torch.zeros_like(noise)
         position = torch.arange(noise.shape[1], device=noise.device)[None, :, None]
         x = noise
         for i, t in enumerate(steps):

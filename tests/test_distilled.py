@@ -108,3 +108,24 @@ def test_pipeline_round_trip_and_errors(teacher, tmp_path):
         pipe(class_labels=["dog"])
     with pytest.raises(ValueError, match="split_position must lie"):
         tiny_pipeline(teacher, split_position=17)
+
+
+def test_recipe_makes_pairs_and_trains_a_student(teacher, tmp_path):
+    from pipelines import ARImagePipeline, DistilledPipeline
+    from tokenizers_visual import VQModel
+    from zoo.cli import main as zoo_main
+
+    torch.manual_seed(0)
+    vq = VQModel(codebook_size=64, codebook_dim=4, encoder_ch=32, decoder_ch=32, encoder_ch_mult=[1, 1],
+                 decoder_ch_mult=[1, 1], num_res_blocks=1, z_channels=32).eval()
+    ARImagePipeline(transformer=teacher, vqvae=vq).save_pretrained(tmp_path / "teacher")
+    for naive in (False, True):
+        out = tmp_path / ("naive" if naive else "dd")
+        args = ["train", "dd-shapes", "--teacher", str(tmp_path / "teacher"), "--out", str(out), "--pairs", "6",
+                "--steps", "2", "--batch-size", "3", "--flow-steps", "4", "--split", "6", "--second-step", "8"]
+        assert zoo_main(args + (["--naive"] if naive else [])) == 0
+        pipe = DistilledPipeline.from_pretrained(out / "pipeline")
+        assert pipe.config.noise_input is not naive and pipe.config.split_position == 6
+        pipe.set_progress_bar_config(disable=True)
+        assert pipe(class_labels=[1], num_inference_steps=2, output_type="pt").images.shape == (1, 3, 8, 8)
+    assert len(list((tmp_path / "dd" / "pairs").glob("pairs-*.safetensors"))) == 1

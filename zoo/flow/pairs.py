@@ -24,11 +24,14 @@ SHARD = "pairs-{:05d}.safetensors"
 
 @torch.no_grad()
 def write_pairs(pipe, out_dir: str | Path, num_pairs: int, shard_size: int = 256, batch_size: int = 64,
-                guidance_scale: float = 1.0, num_flow_steps: int = 32, seed: int = 0, progress: bool = True) -> Path:
+                guidance_scale: float = 1.0, num_flow_steps: int = 32, seed: int = 0, progress: bool = True,
+                process_index: int = 0, num_processes: int = 1) -> Path:
     """Generate `num_pairs` pairs with a class-conditional image pipeline's transformer and codebook.
 
     noise [N, T, C] ~ N(0, I) (C = codebook dimension), ids [N, T]: the teacher's tokens reached from
     that noise by the flow map at every position (with CFG `guidance_scale`), labels [N].
+    Several processes share the work with process_index / num_processes (shard i goes to process
+    i mod num_processes); the shards do not depend on how the work was split.
     """
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
@@ -48,9 +51,11 @@ def write_pairs(pipe, out_dir: str | Path, num_pairs: int, shard_size: int = 256
     if settings_file.is_file() and json.loads(settings_file.read_text()) != settings:
         raise ValueError(f"{out} holds pairs made with other settings ({settings_file.read_text()}); "
                          "pass an empty folder or the same settings to resume.")
-    settings_file.write_text(json.dumps(settings, indent=1))
+    if process_index == 0:
+        settings_file.write_text(json.dumps(settings, indent=1))
     num_shards = -(-num_pairs // shard_size)
-    for shard in tqdm(range(num_shards), desc="pairs", disable=not progress):
+    mine = range(process_index, num_shards, num_processes)
+    for shard in tqdm(mine, desc="pairs", disable=not (progress and process_index == 0)):
         path = out / SHARD.format(shard)
         if path.is_file():
             continue

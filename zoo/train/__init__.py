@@ -5,6 +5,7 @@ RECIPES maps a recipe name to the module whose `main(argv)` runs it; each model 
 
 RECIPES: dict[str, str] = {
     "ctf-shapes": "zoo.train.ctf_shapes",
+    "dd-shapes": "zoo.train.dd_shapes",
     "shapes-classifier": "zoo.train.shapes_classifier",
     "llamagen-shapes": "zoo.train.llamagen_shapes",
     "vq-shapes": "zoo.train.vq_shapes",
