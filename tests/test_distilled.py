@@ -129,3 +129,28 @@ def test_recipe_makes_pairs_and_trains_a_student(teacher, tmp_path):
         pipe.set_progress_bar_config(disable=True)
         assert pipe(class_labels=[1], num_inference_steps=2, output_type="pt").images.shape == (1, 3, 8, 8)
     assert len(list((tmp_path / "dd" / "pairs").glob("pairs-*.safetensors"))) == 1
+
+
+def test_distilled_benchmark_on_tiny_pipelines(teacher, tmp_path, monkeypatch):
+    """benchmarks/distilled.py end to end on random 32 px pipelines (the numbers mean nothing)."""
+    import json
+
+    from benchmarks import common, distilled
+    from pipelines import ARImagePipeline, DistilledPipeline
+    from tests.conftest import tiny_transformer
+    from tokenizers_visual import VQModel
+
+    torch.manual_seed(0)
+    vq = VQModel(codebook_size=64, codebook_dim=4, encoder_ch=32, decoder_ch=32, encoder_ch_mult=[1, 1, 1],
+                 decoder_ch_mult=[1, 1, 1], num_res_blocks=1, z_channels=32).eval()
+    big = tiny_transformer(grid_size=(8, 8))
+    ARImagePipeline(transformer=big, vqvae=vq).save_pretrained(tmp_path / "teacher")
+    for name, noise_input in (("dd", True), ("naive", False)):
+        DistilledPipeline(student=DDTransformer.from_teacher(big, 4), vqvae=vq,
+                          noise_input=noise_input).save_pretrained(tmp_path / name)
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    assert distilled.main(["--teacher", str(tmp_path / "teacher"), "--dd", str(tmp_path / "dd"), "--naive",
+                           str(tmp_path / "naive"), "--images", "20", "--quick"]) == 0
+    result = json.loads((tmp_path / "distilled.quick.json").read_text())
+    assert [r["steps"] for r in result["rows"]] == [64, 1, 2, 1] and result["rows"][0]["speedup"] == 1.0
+    assert len(result["claims"]) == 3

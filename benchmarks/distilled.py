@@ -1,0 +1,87 @@
+"""Distilled decoding: the teacher's 256 steps against DD's 1 and 2 steps and the naive one-step baseline.
+
+    python benchmarks/distilled.py [--teacher llamagen-shapes] [--dd dd-shapes] [--naive runs/dd-naive/pipeline]
+        [--images 1000] [--quick]
+
+All systems sample the same balanced classes with the same per-image seeds; Shapes-FID, Shapes-IS and
+class accuracy against the Shapes test split (features of `shapes-classifier`), images/s and the
+speedup over the teacher, in one run on one machine. The claims in miniature: DD 1-step at least 50x
+faster than the teacher (paper: 217.8x for LlamaGen-L) with a bounded quality loss, and the naive
+one-step baseline far worse (paper: FID 220.2 against DD's 11.35).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+
+from benchmarks.c2i import batches, image_metrics, real_images
+from benchmarks.common import claim, machine_description, report, write_results
+from zoo.metrics.sampling import sample_class_images
+
+
+@torch.no_grad()
+def main(argv=None) -> int:
+    import zoo
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--teacher", default="llamagen-shapes")
+    p.add_argument("--dd", default="dd-shapes")
+    p.add_argument("--naive", default=None, help="the naive one-step baseline pipeline (zoo train dd-shapes --naive)")
+    p.add_argument("--classifier", default="shapes-classifier")
+    p.add_argument("--images", type=int, default=1000)
+    p.add_argument("--cfg", type=float, default=2.0, help="the teacher's CFG scale (as when the pairs were made)")
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="at most 100 images, results to distilled.quick.json")
+    args = p.parse_args(argv)
+    n = min(args.images, 100) if args.quick else args.images
+    torch.set_num_threads(2)
+    classifier = zoo.load(args.classifier).eval()
+    teacher, dd = zoo.load(args.teacher), zoo.load(args.dd)
+    size = teacher.transformer.config.grid_size[0] * teacher.vqvae.downsample_factor
+    real, _ = real_images("test", n, size)
+    real_features = torch.cat([classifier.features(b) for b in batches(real)])
+    labels = (torch.arange(n) % teacher.transformer.config.num_classes).tolist()
+
+    systems = [(f"{args.teacher} (teacher)", teacher, dict(guidance_scale=args.cfg), teacher.transformer.seq_len),
+               (f"{args.dd} 1 step", dd, dict(num_inference_steps=1), 1),
+               (f"{args.dd} 2 steps", dd, dict(num_inference_steps=2), 2)]
+    if args.naive:
+        systems.append(("naive one-step baseline", zoo.load(args.naive), dict(num_inference_steps=1), 1))
+    rows = []
+    for name, pipe, kwargs, steps in systems:
+        start = time.perf_counter()
+        images = sample_class_images(pipe, labels, args.batch_size, args.seed, **kwargs)
+        seconds = time.perf_counter() - start
+        metrics = image_metrics(classifier, images, torch.tensor(labels), real, real_features)
+        rows.append({"system": name, "steps": steps, **metrics, "images_per_s": n / seconds})
+    for row in rows:
+        row["speedup"] = row["images_per_s"] / rows[0]["images_per_s"]
+
+    teacher_row, one_step = rows[0], rows[1]
+    claims = [claim("DD 1-step is at least 50x faster than the teacher (paper: 217.8x)", one_step["speedup"] >= 50,
+                    f"{one_step['speedup']:.1f}x"),
+              claim("DD 1-step keeps most of the teacher's class accuracy (at least 80% of it)",
+                    one_step["class_accuracy"] >= 0.8 * teacher_row["class_accuracy"],
+                    f"{100 * one_step['class_accuracy']:.1f}% vs {100 * teacher_row['class_accuracy']:.1f}%")]
+    if args.naive:
+        naive = rows[-1]
+        claims.append(claim("the naive one-step baseline is far worse than DD 1-step (Shapes-FID at least 2x)",
+                            naive["shapes_fid"] >= 2 * one_step["shapes_fid"],
+                            f"{naive['shapes_fid']:.0f} vs {one_step['shapes_fid']:.0f}"))
+    command = " ".join(["python benchmarks/distilled.py", *(sys.argv[1:] if argv is None else argv)])
+    path = write_results("distilled", command, machine_description(2), rows, claims, quick=args.quick,
+                         columns=["system", "steps", "shapes_fid", "shapes_is", "precision", "recall",
+                                  "class_accuracy", "images_per_s", "speedup"],
+                         notes=f"{n} images per row at {size}px against {n} Shapes test images; teacher CFG {args.cfg}; "
+                               f"batch {args.batch_size}; images/s includes VQ decoding.")
+    report(rows, claims, path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
