@@ -127,3 +127,25 @@ def test_prompt_guidance_needs_an_unconditional_prompt():
         generate(model, 4, prefix_ids=torch.tensor([[1, 2, 3]]))  # prefix longer than the context holds
     with pytest.raises(ValueError, match="out of range"):
         generate(model, 4, prefix_ids=torch.tensor([[1, 64]]))
+
+
+@pytest.mark.parametrize("guidance", [1.0, 2.5])
+def test_prompt_tokens_continue_a_sequence(tiny_model, guidance):
+    """Given the first tokens, generation continues them: cached == recomputed, the given tokens come
+    back unchanged, and the continued tokens' distributions are the teacher-forced ones."""
+    full = _run(tiny_model, guidance_scale=guidance).tokens
+    prompt = full[:, :6]
+    kwargs = dict(prompt_tokens=prompt, guidance_scale=guidance, return_probs=True, seed=5)
+    cached, recomputed = _run(tiny_model, **kwargs), _run(tiny_model, use_cache=False, **kwargs)
+    assert torch.equal(cached.tokens, recomputed.tokens) and torch.equal(cached.tokens[:, :6], prompt)
+    assert torch.equal(cached.probs[:, :6].argmax(-1), prompt)
+    # teacher forcing over the finished sequence gives the same distributions for tokens 6..15
+    forced = tiny_model(cached.tokens[:, :-1], class_labels=LABELS)[:, 6:].float()
+    if guidance != 1.0:
+        uncond = tiny_model(cached.tokens[:, :-1], class_labels=torch.full((3,), 10))[:, 6:].float()
+        forced = uncond + guidance * (forced - uncond)
+    torch.testing.assert_close(cached.probs[:, 6:], torch.softmax(forced, -1), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="between 1 and num_tokens - 1"):
+        _run(tiny_model, prompt_tokens=full)
+    with pytest.raises(ValueError, match="prompt_tokens must be"):
+        _run(tiny_model, prompt_tokens=prompt[:2])

@@ -106,6 +106,7 @@ def generate(
     top_k: int = 0,
     top_p: float = 1.0,
     generator=None,
+    prompt_tokens: torch.Tensor | None = None,
     step=None,
     sampler=None,
     return_probs: bool = False,
@@ -124,6 +125,9 @@ def generate(
         guidance_scale: a number >= 0 (1 = no guidance) or a `GuidanceSchedule`.
         temperature (0 = greedy), top_k (0 = off), top_p (1 = off): the sampling distribution.
         generator: a torch.Generator, or a list with one per row (row i then depends on it alone).
+        prompt_tokens: [B, n] the first n of the num_tokens tokens, given (continuation: an image's
+            first rows, an audio prompt, the tokens a distilled model handed over); they are read in one
+            pass after the prefix and returned unchanged at the start of `tokens`.
         step: how a step turns hidden states into tokens and tokens into inputs (default: one token).
         sampler: a callable (probs [B, k, V], start) -> ids [B, k] that replaces random sampling for
             tokens start..start+k-1 (distilled decoding's flow map, `zoo.flow.DiracFlowSampler`).
@@ -158,11 +162,16 @@ def generate(
     device = prefix.device
     if row_mask is not None:
         row_mask = row_mask.to(device)
-    num_steps = step.num_steps(num_tokens)
+    num_given = _check_prompt(model, prompt_tokens, B, num_tokens)
+    num_steps = step.num_steps(num_tokens - num_given)
 
     tokens = torch.empty(B, num_tokens, dtype=torch.long, device=device)
     probs_out = torch.empty(B, num_tokens, model.config.vocab_size, device=device) if return_probs else None
-    state = {"produced": 0, "step": 0}
+    state = {"produced": num_given, "step": 0}
+    if num_given:
+        tokens[:, :num_given] = prompt_tokens.to(device)
+        if probs_out is not None:  # a given token had probability 1
+            probs_out[:, :num_given] = torch.nn.functional.one_hot(tokens[:, :num_given], probs_out.shape[-1]).float()
 
     def sample_fn(logits: torch.Tensor) -> torch.Tensor:
         """logits [R, k, V] -> tokens [B, k]: guidance, filtering, sampling, bookkeeping."""
@@ -190,8 +199,16 @@ def generate(
             decode = _compiled_decode(model)
         hidden = model.forward_hidden(prefix, input_pos=torch.arange(P, device=device), kv_len=P)  # prefill
         input_pos, written = None, P
+        if num_given:  # the prompt in one pass after the prefix
+            written = P + num_given
+            input_pos = torch.arange(P, written, device=device)
+            hidden = model.forward_hidden(_prompt_inputs(model, step, tokens[:, :num_given], use_cfg), input_pos,
+                                          kv_len=written)
+            input_pos = None
     else:
         sequence = prefix
+        if num_given:
+            sequence = torch.cat([prefix, _prompt_inputs(model, step, tokens[:, :num_given], use_cfg)], dim=1)
         hidden = model.forward_hidden(sequence, prefix_mask=row_mask)
 
     bar = tqdm(total=num_steps, desc="AR decode", disable=not progress)
@@ -206,7 +223,7 @@ def generate(
         x = step.embed(model, torch.cat([new, new]) if use_cfg else new)  # [R, n, D]
         if use_cache:
             if input_pos is None:
-                input_pos = torch.arange(P, P + x.shape[1], device=device)
+                input_pos = torch.arange(written, written + x.shape[1], device=device)
             else:
                 input_pos += x.shape[1]
             written += x.shape[1]
@@ -219,6 +236,22 @@ def generate(
     if state["produced"] != num_tokens:
         raise RuntimeError(f"the steps emitted {state['produced']} tokens, not the {num_tokens} asked for.")
     return GenerationOutput(tokens=tokens, probs=probs_out)
+
+
+def _check_prompt(model, prompt_tokens, batch_size: int, num_tokens: int) -> int:
+    if prompt_tokens is None:
+        return 0
+    if prompt_tokens.dim() != 2 or prompt_tokens.shape[0] != batch_size:
+        raise ValueError(f"prompt_tokens must be [B, n] = [{batch_size}, n], got {tuple(prompt_tokens.shape)}.")
+    if not 0 < prompt_tokens.shape[1] < num_tokens:
+        raise ValueError(f"prompt_tokens must hold between 1 and num_tokens - 1 = {num_tokens - 1} tokens, got "
+                         f"{prompt_tokens.shape[1]}.")
+    model.check_token_ids(prompt_tokens, "prompt_tokens")
+    return prompt_tokens.shape[1]
+
+
+def _prompt_inputs(model, step, prompt: torch.Tensor, use_cfg: bool) -> torch.Tensor:
+    return step.embed(model, torch.cat([prompt, prompt]) if use_cfg else prompt)
 
 
 def _compiled_decode(model):
