@@ -14,6 +14,7 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
 from tokenizers_visual import VQModel
+from zoo.ar import ARTransformer, generate
 from zoo.ar.distilled import DDTransformer
 from zoo.ar.sampling import normalize_generators
 
@@ -33,17 +34,19 @@ class DistilledPipeline(ClassImagePipeline):
             default as split_position (official: t_list "0,80").
         noise_input: False for the naive one-step baseline, which reads no noise (zero inputs) and
             predicts every token at once from the class.
+        teacher: optional, the AR teacher for the teacher-involved mode (`teacher_start=...`).
 
     >>> pipe = zoo.load("dd-shapes")                                             # doctest: +SKIP
     >>> images = pipe(class_labels=["circle", 3], num_inference_steps=1).images  # doctest: +SKIP
     """
 
-    model_cpu_offload_seq = "student->vqvae"
+    model_cpu_offload_seq = "student->teacher->vqvae"
+    _optional_components = ["teacher"]
     _callback_tensor_inputs = ["codes"]
 
     def __init__(self, student: DDTransformer, vqvae: VQModel, class_names: list[str] | None = None,
                  split_position: int | None = None, second_step_position: int | None = None,
-                 noise_input: bool = True):
+                 noise_input: bool = True, teacher: ARTransformer | None = None):
         super().__init__()
         default = round(student.num_tokens * 80 / 256)
         split_position = default if split_position is None else split_position
@@ -57,7 +60,9 @@ class DistilledPipeline(ClassImagePipeline):
         for name, value in (("split_position", split_position), ("second_step_position", second_step_position)):
             if not 0 <= value <= student.num_tokens:
                 raise ValueError(f"{name} must lie in [0, {student.num_tokens}], got {value}.")
-        self.register_modules(student=student, vqvae=vqvae)
+        if teacher is not None and teacher.config.vocab_size != vqvae.config.codebook_size:
+            raise ValueError("the teacher's vocabulary must be the tokenizer's codebook.")
+        self.register_modules(student=student, vqvae=vqvae, teacher=teacher)
         self.register_to_config(class_names=list(class_names) if class_names is not None else None,
                                 split_position=split_position, second_step_position=second_step_position,
                                 noise_input=bool(noise_input))
@@ -72,13 +77,15 @@ class DistilledPipeline(ClassImagePipeline):
             raise ValueError(f"num_inference_steps must be 1 or 2 (the distilled steps), got {num_inference_steps!r}.")
         return [0] if num_inference_steps == 1 else [0, self.config.second_step_position]
 
-    def denoise(self, noise: torch.Tensor, class_labels: torch.Tensor, steps: list[int], callback=None) -> torch.Tensor:
-        """noise [B, T, C] -> predicted codes [B, T, C] after the given steps (t = tokens given as data)."""
+    def denoise(self, noise: torch.Tensor, class_labels: torch.Tensor, steps: list[int], callback=None,
+                x: torch.Tensor | None = None) -> torch.Tensor:
+        """noise [B, T, C] -> predicted codes [B, T, C] after the given steps (t = tokens given as data,
+        taken from `x` when given, else from the previous step's prediction)."""
         codebook = self.vqvae.codebook.to(noise.dtype)
         if not self.config.noise_input:
             noise = torch.zeros_like(noise)
         position = torch.arange(noise.shape[1], device=noise.device)[None, :, None]
-        x = noise
+        x = noise if x is None else x
         for i, t in enumerate(steps):
             x_t = torch.where(position < t, x, noise)
             codes, logits = self.student(x_t, class_labels, t)
@@ -91,6 +98,16 @@ class DistilledPipeline(ClassImagePipeline):
                 callback(self, i, None, {"codes": x})
         return x
 
+    def teacher_continue(self, codes: torch.Tensor, class_labels: torch.Tensor, start: int, end: int,
+                         guidance_scale, generator) -> torch.Tensor:
+        """Quantise the first `start` predicted tokens and let the teacher sample tokens start..end-1 after
+        them (its KV-cache continuation); returns their codewords [B, end, C]."""
+        codebook = self.vqvae.codebook.to(codes.dtype)
+        given = torch.cdist(codes[:, :start], codebook[None], compute_mode="donot_use_mm_for_euclid_dist").argmin(-1)
+        tokens = generate(self.teacher, end, class_labels=class_labels, prompt_tokens=given,
+                          guidance_scale=guidance_scale, generator=generator).tokens
+        return codebook[tokens]
+
     @torch.no_grad()
     def __call__(
         self,
@@ -102,6 +119,8 @@ class DistilledPipeline(ClassImagePipeline):
         return_dict: bool = True,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] = ("codes",),
+        teacher_start: int | None = None,
+        teacher_guidance_scale=2.0,
     ):
         """Generate images of the given classes in `num_inference_steps` (1 or 2) student passes.
 
@@ -111,9 +130,19 @@ class DistilledPipeline(ClassImagePipeline):
             num_inference_steps: 1 or 2.
             generator: a torch.Generator or a list, one per image (it draws that image's noise).
             output_type: "pil", "np" (floats in [0, 1], NHWC) or "pt" (NCHW in [0, 1]).
-        No classifier-free guidance: the teacher's guidance is distilled into the student.
+            teacher_start: the teacher-involved mode (official `eval_combine_sample.py`): a first DD
+                pass, the teacher keeps its first `teacher_start` tokens and samples up to
+                `second_step_position` (with `teacher_guidance_scale`), a last DD pass from there.
+        No classifier-free guidance in the student: the teacher's guidance is distilled into it.
         """
         steps = self.step_positions(num_inference_steps)
+        if teacher_start is not None:
+            if self.teacher is None:
+                raise ValueError("teacher_start needs the pipeline's teacher component; pass teacher=... when "
+                                 "building the pipeline.")
+            if not 0 < teacher_start < self.config.second_step_position:
+                raise ValueError(f"teacher_start must lie in (0, second_step_position="
+                                 f"{self.config.second_step_position}), got {teacher_start!r}.")
         labels = self.check_call(class_labels, num_images_per_prompt, output_type, callback_on_step_end_tensor_inputs)
         generators = normalize_generators(generator, len(labels))
         T, C, device = self.student.num_tokens, self.student.config.codebook_dim, self._execution_device
@@ -122,7 +151,15 @@ class DistilledPipeline(ClassImagePipeline):
         else:
             noise = torch.randn(len(labels), T, C, generator=generators,
                                 device=device if generators is None else generators.device)
-        codes = self.denoise(noise.to(device), labels, steps, callback_on_step_end)
+        noise = noise.to(device)
+        if teacher_start is None:
+            codes = self.denoise(noise, labels, steps, callback_on_step_end)
+        else:
+            t2 = self.config.second_step_position
+            first = self.denoise(noise, labels, [0], callback_on_step_end)
+            handed = self.teacher_continue(first, labels, teacher_start, t2, teacher_guidance_scale, generators)
+            x = torch.cat([handed, first[:, t2:]], dim=1)
+            codes = self.denoise(noise, labels, [t2], callback_on_step_end, x=x)
         h, w = self.transformer.config.grid_size
         images = self.vqvae.decode_codes(codes.view(-1, h, w, C).permute(0, 3, 1, 2).to(self.vqvae.device))
         images = self.image_processor.postprocess(images.clamp(-1, 1).float(), output_type=output_type)

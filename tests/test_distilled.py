@@ -154,3 +154,23 @@ def test_distilled_benchmark_on_tiny_pipelines(teacher, tmp_path, monkeypatch):
     result = json.loads((tmp_path / "distilled.quick.json").read_text())
     assert [r["steps"] for r in result["rows"]] == [64, 1, 2, 1] and result["rows"][0]["speedup"] == 1.0
     assert len(result["claims"]) == 3
+
+
+def test_teacher_involved_mode(teacher):
+    from pipelines import DistilledPipeline
+
+    pipe = tiny_pipeline(teacher, split_position=4, second_step_position=10)
+    with pytest.raises(ValueError, match="needs the pipeline's teacher"):
+        pipe(class_labels=[1], teacher_start=4)
+    pipe = DistilledPipeline(student=pipe.student, vqvae=pipe.vqvae, teacher=teacher, split_position=4,
+                             second_step_position=10)
+    pipe.set_progress_bar_config(disable=True)
+    passes = []
+    out = pipe(class_labels=[1, 2], teacher_start=4, output_type="pt", generator=torch.Generator().manual_seed(0),
+               callback_on_step_end=lambda p, i, t, kw: passes.append(kw["codes"]) or {})
+    assert out.images.shape == (2, 3, 8, 8) and len(passes) == 2
+    first, last = passes
+    torch.testing.assert_close(last[:, :4], first[:, :4])  # the teacher kept the first 4 tokens
+    assert (last[:, :10, None] - pipe.vqvae.codebook).abs().sum(-1).min(-1).values.max() < 1e-6  # teacher codewords
+    with pytest.raises(ValueError, match="teacher_start must lie"):
+        pipe(class_labels=[1], teacher_start=10)
