@@ -1,7 +1,7 @@
 """Recipe `ctf-shapes`: coarse-to-fine prediction (CTF) over a tokenizer's token grids.
 
     zoo train ctf-shapes --tokens runs/shapes-train.tokens.safetensors --vq vq-shapes --out runs/ctf \\
-        --clusters 512 --cluster-method kmeans
+        --clusters 128 --cluster-method kmeans
 
 1. The code-to-cluster table: k-means over the l2-normalised codebook (or random, the ablation).
 2. Stage 1: LlamaGen's GPT over the coarse labels (vocabulary k, class token, 2D RoPE, CFG class
@@ -71,7 +71,9 @@ def fit_clusters(vq, args, out: Path):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="zoo train ctf-shapes", description=__doc__.splitlines()[0])
     add_arguments(p)
-    p.add_argument("--clusters", type=int, default=512, help="number of coarse labels k (paper: 16384 -> 512)")
+    p.add_argument("--clusters", type=int, default=128,
+                   help="number of coarse labels k; the paper's 16384 -> 512 is 32 codes per cluster, which is 128 "
+                        "for vq-shapes' 4096 codes")
     p.add_argument("--cluster-method", default="kmeans", choices=["kmeans", "random"])
     p.add_argument("--mask-fine-logits", action=argparse.BooleanOptionalAction, default=True,
                    help="restrict the refiner's logits to each position's cluster")
