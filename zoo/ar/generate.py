@@ -149,9 +149,9 @@ def generate(
     if B == 0:
         raise ValueError("the batch is empty: pass at least one condition row.")
     P = model.config.num_prefix_tokens
-    if P + num_tokens > model.max_positions:
+    if step.cache_length(P, num_tokens) + 1 > model.max_positions:  # positions the sequence occupies
         raise ValueError(f"the prefix ({P}) plus {num_tokens} tokens exceed the model's context of "
-                         f"{model.max_positions} positions; ask for at most {model.max_positions - P} tokens.")
+                         f"{model.max_positions} positions; ask for fewer tokens.")
     generators = normalize_generators(generator, B)
     if compile and not use_cache:
         raise ValueError("compile=True needs use_cache=True.")

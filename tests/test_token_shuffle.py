@@ -1,0 +1,81 @@
+"""Token-Shuffle: window layout, shuffle/unshuffle layers, the window step of the shared engine."""
+
+import pytest
+import torch
+
+from zoo.ar import generate
+from zoo.ar.token_shuffle import TokenShuffleTransformer, WindowStep
+from zoo.nn.token_shuffle import TokenShuffle, TokenUnshuffle, from_windows, to_windows
+
+
+def tiny(window=2, **overrides):
+    torch.manual_seed(0)
+    config = dict(text_vocab_size=12, codebook_size=32, grid_size=(4, 6), window=window, max_text_tokens=5,
+                  hidden_size=32, num_layers=2, num_heads=2)
+    return TokenShuffleTransformer(**{**config, **overrides}).eval()
+
+
+def test_windows_round_trip_and_layout():
+    grid = torch.arange(2 * 4 * 6).view(2, 4, 6)
+    windows = to_windows(grid, 2)
+    assert windows.shape == (2, 6, 4)
+    assert windows[0, 0].tolist() == [0, 1, 6, 7] and windows[0, 1].tolist() == [2, 3, 8, 9]
+    assert windows[0, 3].tolist() == [12, 13, 18, 19]  # second row of windows
+    assert torch.equal(from_windows(windows, 2, (4, 6)), grid)
+    features = torch.randn(1, 8, 8, 5)  # trailing feature dims ride along
+    assert torch.equal(from_windows(to_windows(features, 4), 4, (8, 8)), features)
+    with pytest.raises(ValueError, match="multiples of 4"):
+        to_windows(grid, 4)
+
+
+def test_shuffle_concatenates_compressed_tokens_in_window_order():
+    layer = TokenShuffle(16, 2, num_blocks=0)
+    x = torch.randn(3, 5, 4, 16)
+    out = layer(x)
+    assert out.shape == (3, 5, 16)
+    torch.testing.assert_close(out[..., 4:8], layer.compress(x[:, :, 1]))  # token 1 of each window, chunk 1
+    unshuffle = TokenUnshuffle(16, 2)
+    assert unshuffle(out).shape == (3, 5, 4, 16)
+    with pytest.raises(ValueError, match="divisible by window"):
+        TokenShuffle(18, 2)
+
+
+def prompt(batch=2):
+    ids = torch.tensor([[0, 0, 3, 4, 2]] * batch)  # left padding (0), two words, <soi> (2)
+    return ids, ids != 0
+
+
+@pytest.mark.parametrize("window", [1, 2])
+def test_window_step_matches_teacher_forcing(window):
+    """Cached window decoding == recomputation, and its distributions are the teacher-forced logits."""
+    model = tiny(window)
+    ids, mask = prompt()
+    empty = torch.tensor([[0, 0, 0, 0, 2]] * 2)
+    kwargs = dict(prefix_ids=ids, prefix_mask=mask, uncond_prefix_ids=empty, uncond_prefix_mask=empty != 0,
+                  guidance_scale=1.5, step=WindowStep(model), return_probs=True)
+    cached = generate(model.backbone, 24, generator=torch.Generator().manual_seed(0), **kwargs)
+    recomputed = generate(model.backbone, 24, generator=torch.Generator().manual_seed(0), use_cache=False, **kwargs)
+    assert torch.equal(cached.tokens, recomputed.tokens)
+    grid = model.windows_to_grid(cached.tokens, (4, 6))
+    assert torch.equal(model.grid_to_windows(grid), cached.tokens)
+    cond, uncond = model(ids, mask, grid), model(empty, empty != 0, grid)
+    forced = torch.softmax(uncond + 1.5 * (cond - uncond), -1)
+    torch.testing.assert_close(cached.probs, forced, atol=1e-5, rtol=1e-4)
+
+
+def test_a_window_step_emits_the_window_tokens_together():
+    model = tiny(2)
+    ids, mask = prompt(1)
+    seen = []
+    generate(model.backbone, 24, prefix_ids=ids, prefix_mask=mask, step=WindowStep(model),
+             callback=lambda i, tokens: seen.append(tokens.shape[1]))
+    assert seen == [4, 8, 12, 16, 20, 24]  # 6 AR steps of 4 tokens for a 4x6 grid
+    with pytest.raises(ValueError, match="whole 2x2 windows"):
+        generate(model.backbone, 22, prefix_ids=ids, prefix_mask=mask, step=WindowStep(model))
+
+
+def test_bad_configs():
+    with pytest.raises(ValueError, match="multiples of the window"):
+        tiny(window=4)
+    with pytest.raises(ValueError, match="window must be"):
+        tiny(window=0)
