@@ -7,11 +7,12 @@ Importing zoo registers these classes in the `diffusers` namespace, so
 from .ar_image import ARImagePipeline, ClassImagePipeline
 from .ctf import CTFPipeline
 from .distilled import DistilledPipeline
+from .token_shuffle import TokenShufflePipeline
 from .ar_tokens import ARTokenPipeline, TokenPipelineOutput
 from .base import ZooPipeline
 
-__all__ = ["ARImagePipeline", "ARTokenPipeline", "CTFPipeline", "ClassImagePipeline", "DistilledPipeline", "TokenPipelineOutput", "ZooPipeline"]
-PIPELINE_CLASSES = ["ARImagePipeline", "ARTokenPipeline", "CTFPipeline", "DistilledPipeline"]  # registered in the diffusers namespace
+__all__ = ["ARImagePipeline", "ARTokenPipeline", "CTFPipeline", "ClassImagePipeline", "DistilledPipeline", "TokenShufflePipeline", "TokenPipelineOutput", "ZooPipeline"]
+PIPELINE_CLASSES = ["ARImagePipeline", "ARTokenPipeline", "CTFPipeline", "DistilledPipeline", "TokenShufflePipeline"]  # registered in the diffusers namespace
 
 from zoo._plugin import register_pipelines  # noqa: E402
 

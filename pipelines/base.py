@@ -33,13 +33,13 @@ class ZooPipeline(AtomicSaveMixin, DiffusionPipeline):
             raise ValueError(f"callback_on_step_end_tensor_inputs {sorted(bad)} are not available; "
                              f"pass a subset of {self._callback_tensor_inputs}.")
 
-    def generate_tokens(self, num_tokens: int, callback_on_step_end=None, **generate_kwargs):
-        """`zoo.ar.generate` on self.transformer with the pipeline's progress bar (one tick per token)
-        and diffusers' `callback_on_step_end(pipe, step, None, {"tokens": tokens_so_far})`."""
+    def generate_tokens(self, num_tokens: int, callback_on_step_end=None, model=None, **generate_kwargs):
+        """`zoo.ar.generate` on `model` (default self.transformer) with the pipeline's progress bar (one
+        tick per token) and diffusers' `callback_on_step_end(pipe, step, None, {"tokens": tokens_so_far})`."""
         with self.progress_bar(total=num_tokens) as bar:
             def on_step(i, tokens):
                 bar.update(tokens.shape[1] - bar.n)
                 if callback_on_step_end is not None:
                     callback_on_step_end(self, i, None, {"tokens": tokens})
 
-            return generate(self.transformer, num_tokens, callback=on_step, **generate_kwargs)
+            return generate(model or self.transformer, num_tokens, callback=on_step, **generate_kwargs)

@@ -73,6 +73,10 @@ def test_guidance_schedules():
     assert torch.equal(ConstantGuidance(2.0)(idx, 4, 0, 4), torch.full((4,), 2.0))
     assert LinearGuidance(3.0, per_token=True)(idx, 4, 0, 4).tolist() == pytest.approx([1, 5 / 3, 7 / 3, 3])
     assert LinearGuidance(3.0)(idx[:1], 4, 2, 3).tolist() == [3.0]  # per step: last step reaches the scale
+    half = LinearGuidance(3.0, per_token=True, ramp_fraction=0.5)(torch.arange(5), 5, 0, 5)
+    assert half.tolist() == pytest.approx([1, 2, 3, 3, 3])  # the ramp ends half way
+    with pytest.raises(ValueError, match="ramp_fraction"):
+        LinearGuidance(3.0, ramp_fraction=0)
 
 
 class PairStep(NextTokenStep):

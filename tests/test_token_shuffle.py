@@ -79,3 +79,75 @@ def test_bad_configs():
         tiny(window=4)
     with pytest.raises(ValueError, match="window must be"):
         tiny(window=0)
+
+
+def test_caption_tokenizer_covers_the_caption_language():
+    from zoo.data.shapes import ShapesDataset
+    from zoo.data.text import caption_tokenizer, encode_prompts
+
+    tokenizer = caption_tokenizer()
+    unk = tokenizer.convert_tokens_to_ids("[UNK]")
+    data = ShapesDataset("train", size=32, length=200)
+    captions = [data.spec(i).caption for i in range(200)]
+    ids, mask = encode_prompts(tokenizer, captions, max_length=20)
+    assert (ids != unk).all() and ids.shape == (200, 20)
+    assert (ids[:, -1] == tokenizer.convert_tokens_to_ids("[SOI]")).all() and mask[:, -1].all()
+    assert not mask[:, 0].any()  # left padding
+    words = captions[0].split()
+    assert tokenizer.convert_ids_to_tokens(ids[0, -1 - len(words):-1].tolist()) == words
+    empty, empty_mask = encode_prompts(tokenizer, [""], max_length=20)
+    assert empty_mask.sum() == 1  # just [SOI]
+    assert (encode_prompts(tokenizer, ["a RED zebra"], 20)[0][0, -2] == unk)
+    with pytest.raises(ValueError, match="at most 3"):
+        encode_prompts(tokenizer, ["a small red circle"], max_length=4)
+    with pytest.raises(ValueError, match="string or a non-empty list"):
+        encode_prompts(tokenizer, [3], max_length=4)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    from pipelines import TokenShufflePipeline
+    from tokenizers_visual import VQModel
+    from zoo.data.text import caption_tokenizer
+
+    tokenizer = caption_tokenizer()
+    torch.manual_seed(0)
+    vq = VQModel(codebook_size=32, codebook_dim=4, encoder_ch=32, decoder_ch=32, encoder_ch_mult=[1, 1],
+                 decoder_ch_mult=[1, 1], num_res_blocks=1, z_channels=32).eval()
+    model = tiny(2, text_vocab_size=len(tokenizer), max_text_tokens=20)
+    pipe = TokenShufflePipeline(transformer=model, tokenizer=tokenizer, vqvae=vq)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_pipeline_generates_and_round_trips(pipe, tmp_path):
+    import zoo
+    from pipelines import TokenShufflePipeline
+    from zoo.ar import ConstantGuidance
+
+    kwargs = lambda: dict(generator=torch.Generator().manual_seed(0), output_type="pt")  # noqa: E731
+    images = pipe(["a red star at the top", "two blue circles"], num_images_per_prompt=2, **kwargs()).images
+    assert images.shape == (4, 3, 8, 12) and 0 <= images.min() and images.max() <= 1
+    for schedule in ("constant", "linear", ConstantGuidance(1.0)):
+        assert pipe("a red star", cfg_schedule=schedule, **kwargs()).images.shape == (1, 3, 8, 12)
+    assert pipe("a red star", height=4, width=8, **kwargs()).images.shape == (1, 3, 4, 8)  # a smaller grid
+    pipe.save_pretrained(tmp_path / "ts")
+    loaded = zoo.load(str(tmp_path / "ts"))
+    loaded.set_progress_bar_config(disable=True)
+    assert type(loaded) is TokenShufflePipeline
+    torch.testing.assert_close(loaded("a red star", **kwargs()).images, pipe("a red star", **kwargs()).images)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(prompt=""), "must not be empty"),
+    (dict(prompt=["a red star", "  "]), "must not be empty"),
+    (dict(prompt=[3]), "string or a non-empty list"),
+    (dict(prompt=" ".join(["red"] * 25)), "reads at most 19"),
+    (dict(prompt="a red star", height=6), r"height=6 must be a positive multiple of 4"),
+    (dict(prompt="a red star", height=16, width=16), "context holds 24"),
+    (dict(prompt="a red star", cfg_schedule="cosine"), "cfg_schedule='cosine'"),
+    (dict(prompt="a red star", guidance_scale=-1.0), "guidance_scale must be"),
+])
+def test_pipeline_rejects_bad_inputs(pipe, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        pipe(**kwargs)

@@ -109,18 +109,24 @@ class ConstantGuidance(GuidanceSchedule):
 
 class LinearGuidance(GuidanceSchedule):
     """A linear ramp from `start` to `scale`, over the steps (VAR: scale 1 + cfg over the scales) or,
-    with per_token=True, over the token index (a per-token ramp, as Token-Shuffle's scheduler)."""
+    with per_token=True, over the token index (a per-token ramp, as Token-Shuffle's scheduler).
+    With ramp_fraction < 1 the ramp ends after that share of the tokens (or steps) and the scale
+    stays at `scale` from there: 0.5 is the "half-linear" ramp reported for Token-Shuffle."""
 
-    def __init__(self, scale: float, start: float = 1.0, per_token: bool = False):
+    def __init__(self, scale: float, start: float = 1.0, per_token: bool = False, ramp_fraction: float = 1.0):
         _check_scale("guidance_scale", scale)
         _check_scale("start", start)
+        if not (isinstance(ramp_fraction, (int, float)) and 0 < ramp_fraction <= 1):
+            raise ValueError(f"ramp_fraction must lie in (0, 1], got {ramp_fraction!r}.")
         self.scale, self.start, self.per_token = float(scale), float(start), per_token
+        self.ramp_fraction = float(ramp_fraction)
 
     def __call__(self, token_index, num_tokens, step, num_steps):
         if self.per_token:
             progress = token_index.float() / max(num_tokens - 1, 1)
         else:
             progress = torch.full(token_index.shape, step / max(num_steps - 1, 1), device=token_index.device)
+        progress = (progress / self.ramp_fraction).clamp(max=1.0)
         return self.start + (self.scale - self.start) * progress
 
     @property
@@ -128,7 +134,8 @@ class LinearGuidance(GuidanceSchedule):
         return self.scale == 1.0 and self.start == 1.0
 
     def __repr__(self):
-        return f"LinearGuidance({self.scale}, start={self.start}, per_token={self.per_token})"
+        return (f"LinearGuidance({self.scale}, start={self.start}, per_token={self.per_token}, "
+                f"ramp_fraction={self.ramp_fraction})")
 
 
 def as_guidance(guidance) -> GuidanceSchedule:
