@@ -151,3 +151,33 @@ def test_pipeline_generates_and_round_trips(pipe, tmp_path):
 def test_pipeline_rejects_bad_inputs(pipe, kwargs, message):
     with pytest.raises(ValueError, match=message):
         pipe(**kwargs)
+
+
+def test_tokenize_with_captions_then_train(tmp_path):
+    from pipelines import TokenShufflePipeline
+    from tokenizers_visual import VQModel
+    from zoo.cli import main as zoo_main
+    from zoo.data.tokens import TokenDataset
+
+    torch.manual_seed(0)
+    vq = VQModel(codebook_size=32, codebook_dim=4, encoder_ch=32, decoder_ch=32, encoder_ch_mult=[1, 1, 1],
+                 decoder_ch_mult=[1, 1, 1], num_res_blocks=1, z_channels=32)
+    vq.save_pretrained(tmp_path / "vq")
+    tokens = tmp_path / "shapes.safetensors"
+    assert zoo_main(["tokenize", str(tmp_path / "vq"), "--num", "6", "--size", "32", "--out", str(tokens)]) == 0
+    data = TokenDataset(tokens)
+    assert len(data.captions) == 6 and data.captions[0].endswith("background") and data.grid == (8, 8)
+    out = tmp_path / "ts"
+    assert zoo_main(["train", "token-shuffle-shapes", "--tokens", str(tokens), "--vq", str(tmp_path / "vq"),
+                     "--out", str(out), "--steps", "2", "--batch-size", "3", "--hidden", "32", "--layers", "1",
+                     "--heads", "2", "--window", "2"]) == 0
+    pipe = TokenShufflePipeline.from_pretrained(out / "pipeline")
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe(data.captions[0]).images[0].size == (32, 32)
+    (tmp_path / "mine" / "a").mkdir(parents=True)
+    from PIL import Image
+    Image.new("RGB", (32, 32)).save(tmp_path / "mine" / "a" / "x.png")
+    (tmp_path / "mine" / "a" / "x.txt").write_text("a red star\n")
+    assert zoo_main(["tokenize", str(tmp_path / "vq"), "--data", str(tmp_path / "mine"), "--size", "32",
+                     "--out", str(tmp_path / "mine.safetensors")]) == 0
+    assert TokenDataset(tmp_path / "mine.safetensors").captions == ["a red star"]

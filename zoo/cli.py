@@ -136,11 +136,14 @@ def cmd_tokenize(args) -> int:
         return _fail(f"{args.tokenizer} is a {type(vq).__name__}; zoo tokenize takes an image tokenizer (VQModel).")
     if args.data == "shapes":
         image_at, labels, class_names = tokens.shapes_images(args.split, args.num, args.size)
+        captions = tokens.shapes_captions(args.split, len(labels))
     else:
         image_at, labels, class_names = tokens.folder_images(args.data, args.num, args.size)
+        captions = tokens.folder_captions(args.data, args.num)
     ids = tokens.tokenize(vq.eval(), image_at, len(labels), batch_size=args.batch_size)
+    extra = {"captions": captions} if captions is not None else {}
     tokens.save_tokens(args.out, ids, labels, tokenizer=str(args.tokenizer), data=str(args.data), split=args.split,
-                       size=args.size, class_names=class_names)
+                       size=args.size, class_names=class_names, **extra)
     print(f"wrote {tuple(ids.shape)} token ids of {len(set(labels.tolist()))} class(es) to {args.out}")
     return 0
 

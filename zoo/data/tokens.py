@@ -1,7 +1,8 @@
 """Token datasets: images encoded once by a tokenizer, stored as safetensors, read by AR training.
 
 A token file holds `ids` [N, h, w] (int32), `labels` [N] (int64) and metadata (the tokenizer, the data,
-the class names). `zoo tokenize` writes one from Shapes or from a folder of your own images.
+the class names, and the captions when there are any: Shapes captions, or for a folder the text of
+`name.txt` beside each `name.png`). `zoo tokenize` writes one from Shapes or from a folder of images.
 """
 
 from __future__ import annotations
@@ -17,15 +18,31 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 def folder_images(folder: str | Path, num: int, size: int):
     """Up to `num` image files under `folder` (loaded lazily, size x size), their labels and class names:
-    the first-level subfolder names are the classes (like torchvision's ImageFolder)."""
+    the first-level subfolder names are the classes (like torchvision's ImageFolder). `folder_captions`
+    reads the captions beside the same files."""
     folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:num]
+    files = image_files(folder, num)
     if not files:
         raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}.")
     parts = [p.relative_to(folder).parts for p in files]
     classes = sorted({q[0] for q in parts if len(q) > 1})
     labels = torch.tensor([classes.index(q[0]) if len(q) > 1 else 0 for q in parts])
     return (lambda i: load_image(files[i], size)), labels, classes
+
+
+def image_files(folder: str | Path, num: int) -> list[Path]:
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:num]
+
+
+def folder_captions(folder: str | Path, num: int) -> list[str] | None:
+    """The text of `name.txt` beside each image of `folder_images`, or None if any is missing."""
+    captions = []
+    for path in image_files(folder, num):
+        text = path.with_suffix(".txt")
+        if not text.is_file():
+            return None
+        captions.append(text.read_text().strip())
+    return captions
 
 
 def load_image(path: Path, size: int) -> torch.Tensor:
@@ -76,6 +93,7 @@ class TokenDataset(torch.utils.data.Dataset):
             self.metadata = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
         self.ids, self.labels = tensors["ids"].long(), tensors["labels"]
         self.grid = tuple(self.ids.shape[1:])
+        self.captions: list[str] | None = self.metadata.get("captions")
 
     def __len__(self):
         return len(self.ids)
@@ -90,3 +108,10 @@ def shapes_images(split: str, num: int, size: int):
 
     data = ShapesDataset(split, size=size, length=num)
     return (lambda i: data[i]["image"]), torch.tensor([data.spec(i).label for i in range(num)]), CLASSES
+
+
+def shapes_captions(split: str, num: int) -> list[str]:
+    from .shapes import ShapesDataset
+
+    data = ShapesDataset(split, length=num)
+    return [data.spec(i).caption for i in range(num)]

@@ -7,6 +7,7 @@ RECIPES: dict[str, str] = {
     "ctf-shapes": "zoo.train.ctf_shapes",
     "dd-shapes": "zoo.train.dd_shapes",
     "shapes-classifier": "zoo.train.shapes_classifier",
+    "token-shuffle-shapes": "zoo.train.token_shuffle_shapes",
     "llamagen-shapes": "zoo.train.llamagen_shapes",
     "vq-shapes": "zoo.train.vq_shapes",
 }
