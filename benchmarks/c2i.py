@@ -20,7 +20,7 @@ import torch
 from benchmarks.common import claim, machine_description, report, write_results
 from zoo.data.shapes import ShapesDataset
 from zoo.metrics.image import precision_recall, shapes_fid, shapes_inception_score
-from zoo.metrics.sampling import sample_class_images
+from zoo.metrics.sampling import sample_images
 from zoo.utils.distributed import cpu_processes
 
 
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     labels = torch.arange(n) % num_classes
     for scale in args.cfg:
         start = time.perf_counter()
-        samples = sample_class_images(pipe, labels.tolist(), args.batch_size, args.seed, guidance_scale=scale,
+        samples = sample_images(pipe, labels.tolist(), args.batch_size, args.seed, guidance_scale=scale,
                                       temperature=args.temperature, top_k=args.top_k)
         seconds = time.perf_counter() - start
         rows.append({"system": f"{args.pipeline} samples", "cfg": scale, "temperature": args.temperature,

@@ -22,7 +22,7 @@ import torch
 
 from benchmarks.c2i import batches, image_metrics, real_images
 from benchmarks.common import claim, machine_description, report, write_results
-from zoo.metrics.sampling import sample_class_images
+from zoo.metrics.sampling import sample_images
 
 
 def parameters(module) -> float:
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
             if mask is not None:
                 pipe.register_to_config(mask_fine_logits=mask)
             start = time.perf_counter()
-            images = sample_class_images(pipe, labels.tolist(), args.batch_size, args.seed,
+            images = sample_images(pipe, labels.tolist(), args.batch_size, args.seed,
                                          guidance_scale=args.cfg, **kwargs)
             seconds = time.perf_counter() - start
             rows.append({**describe(label, pipe), **image_metrics(classifier, images, labels, real, real_features),

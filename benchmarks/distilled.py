@@ -20,7 +20,7 @@ import torch
 
 from benchmarks.c2i import batches, image_metrics, real_images
 from benchmarks.common import claim, machine_description, report, write_results
-from zoo.metrics.sampling import sample_class_images
+from zoo.metrics.sampling import sample_images
 
 
 @torch.no_grad()
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     rows = []
     for name, pipe, kwargs, steps in systems:
         start = time.perf_counter()
-        images = sample_class_images(pipe, labels, args.batch_size, args.seed, **kwargs)
+        images = sample_images(pipe, labels, args.batch_size, args.seed, **kwargs)
         seconds = time.perf_counter() - start
         metrics = image_metrics(classifier, images, torch.tensor(labels), real, real_features)
         rows.append({"system": name, "steps": steps, **metrics, "images_per_s": n / seconds})

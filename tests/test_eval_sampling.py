@@ -10,16 +10,16 @@ import torch
 from pipelines import ARImagePipeline
 from tests.conftest import tiny_transformer
 from tokenizers_visual import VQModel
-from zoo.metrics.sampling import sample_class_images
+from zoo.metrics.sampling import sample_images
 
 SCRIPT = """
 import sys, torch
 from accelerate import PartialState
 from pipelines import ARImagePipeline
-from zoo.metrics.sampling import sample_class_images
+from zoo.metrics.sampling import sample_images
 from zoo.utils.distributed import cpu_processes
 pipe = ARImagePipeline.from_pretrained(sys.argv[1])
-images = sample_class_images(pipe, [0, 1, 2, 3, 4], batch_size=2, seed=7, progress=False)
+images = sample_images(pipe, [0, 1, 2, 3, 4], batch_size=2, seed=7, progress=False)
 if PartialState(cpu=cpu_processes()).is_main_process:
     torch.save(images, sys.argv[2])
 """
@@ -34,8 +34,8 @@ def pipe():
 
 
 def test_images_do_not_depend_on_batch_size(pipe):
-    a = sample_class_images(pipe, [0, 1, 2, 3, 4], batch_size=2, seed=7, progress=False)
-    b = sample_class_images(pipe, [0, 1, 2, 3, 4], batch_size=5, seed=7, progress=False)
+    a = sample_images(pipe, [0, 1, 2, 3, 4], batch_size=2, seed=7, progress=False)
+    b = sample_images(pipe, [0, 1, 2, 3, 4], batch_size=5, seed=7, progress=False)
     assert a.shape == (5, 3, 8, 8) and a.min() >= -1 and a.max() <= 1
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     single = pipe(class_labels=[3], generator=torch.Generator().manual_seed(7 + 3), output_type="pt").images
@@ -44,9 +44,9 @@ def test_images_do_not_depend_on_batch_size(pipe):
 
 def test_bad_arguments(pipe):
     with pytest.raises(ValueError, match="batch_size"):
-        sample_class_images(pipe, [0], batch_size=0)
-    with pytest.raises(ValueError, match="at least one class"):
-        sample_class_images(pipe, [])
+        sample_images(pipe, [0], batch_size=0)
+    with pytest.raises(ValueError, match="at least one condition"):
+        sample_images(pipe, [])
 
 
 def test_two_processes_give_the_same_images(pipe, tmp_path):
@@ -58,5 +58,5 @@ def test_two_processes_give_the_same_images(pipe, tmp_path):
            str(tmp_path / "pipe"), str(tmp_path / "images.pt")]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=os.getcwd())
     assert result.returncode == 0, result.stderr[-3000:]
-    expected = sample_class_images(pipe, [0, 1, 2, 3, 4], batch_size=2, seed=7, progress=False)
+    expected = sample_images(pipe, [0, 1, 2, 3, 4], batch_size=2, seed=7, progress=False)
     torch.testing.assert_close(torch.load(tmp_path / "images.pt"), expected, atol=1e-5, rtol=0)

@@ -181,3 +181,28 @@ def test_tokenize_with_captions_then_train(tmp_path):
     assert zoo_main(["tokenize", str(tmp_path / "vq"), "--data", str(tmp_path / "mine"), "--size", "32",
                      "--out", str(tmp_path / "mine.safetensors")]) == 0
     assert TokenDataset(tmp_path / "mine.safetensors").captions == ["a red star"]
+
+
+def test_token_shuffle_benchmark_on_tiny_pipelines(tmp_path, monkeypatch):
+    """benchmarks/token_shuffle.py end to end on random 32 px pipelines (the numbers mean nothing)."""
+    import json
+
+    from benchmarks import common, token_shuffle
+    from pipelines import TokenShufflePipeline
+    from tokenizers_visual import VQModel
+    from zoo.data.text import caption_tokenizer
+
+    tokenizer = caption_tokenizer()
+    torch.manual_seed(0)
+    vq = VQModel(codebook_size=32, codebook_dim=4, encoder_ch=32, decoder_ch=32, encoder_ch_mult=[1, 1, 1],
+                 decoder_ch_mult=[1, 1, 1], num_res_blocks=1, z_channels=32).eval()
+    for window in (1, 2):
+        model = tiny(window, text_vocab_size=len(tokenizer), max_text_tokens=16, grid_size=(8, 8))
+        TokenShufflePipeline(transformer=model, tokenizer=tokenizer, vqvae=vq).save_pretrained(tmp_path / f"s{window}")
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    assert token_shuffle.main(["--pipelines", f"s1={tmp_path / 's1'}", f"s2={tmp_path / 's2'}", "--images", "8",
+                               "--batch-size", "4", "--quick"]) == 0
+    result = json.loads((tmp_path / "token_shuffle.quick.json").read_text())
+    assert [r["ar_steps"] for r in result["rows"]] == [64, 16] and result["rows"][0]["resolution"] == "32x32"
+    assert all(0 <= r["alignment"] <= r["shape_accuracy"] <= 1 for r in result["rows"])
+    assert len(result["claims"]) == 3 and result["claims"][0]["holds"]

@@ -18,13 +18,13 @@ def _per_image_generators(indices: list[int], seed: int, device) -> list[torch.G
 
 
 @torch.no_grad()
-def sample_class_images(pipe, class_ids: list[int], batch_size: int = 50, seed: int = 0,
-                        progress: bool = True, **call_kwargs) -> torch.Tensor:
-    """Images of the given classes from a class-conditional pipeline: [N, 3, H, W] in [-1, 1].
+def sample_images(pipe, conditions: list, batch_size: int = 50, seed: int = 0, condition: str = "class_labels",
+                  progress: bool = True, **call_kwargs) -> torch.Tensor:
+    """One image per condition (a class id, or a prompt with condition="prompt"): [N, 3, H, W] in [-1, 1].
 
-    `pipe` is any pipeline called as `pipe(class_labels=..., generator=[...], output_type="pt")`
-    (ARImagePipeline and the pipelines built on it); `call_kwargs` go to each call (guidance_scale,
-    temperature, ...). The result is the same on every process and for any process count.
+    `pipe` is any image pipeline called as `pipe(<condition>=[...], generator=[...], output_type="pt")`;
+    `call_kwargs` go to each call (guidance_scale, temperature, ...). The result is the same on every
+    process and for any process count.
     """
     from accelerate import PartialState
     from accelerate.utils import gather_object
@@ -32,16 +32,16 @@ def sample_class_images(pipe, class_ids: list[int], batch_size: int = 50, seed: 
 
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-    if len(class_ids) == 0:
-        raise ValueError("pass at least one class id to sample.")
+    if len(conditions) == 0:
+        raise ValueError(f"pass at least one condition ({condition}) to sample.")
     state = PartialState(cpu=cpu_processes())
     pipe.set_progress_bar_config(disable=True)
     chunks = []
-    with state.split_between_processes(list(range(len(class_ids)))) as indices:
+    with state.split_between_processes(list(range(len(conditions)))) as indices:
         starts = range(0, len(indices), batch_size)
         for start in tqdm(starts, desc="sample", disable=not (progress and state.is_main_process)):
             batch = indices[start:start + batch_size]
-            images = pipe(class_labels=[class_ids[i] for i in batch], output_type="pt",
+            images = pipe(**{condition: [conditions[i] for i in batch]}, output_type="pt",
                           generator=_per_image_generators(batch, seed, pipe.device), **call_kwargs).images
             chunks.append((batch, images.cpu() * 2 - 1))
     if state.num_processes > 1:

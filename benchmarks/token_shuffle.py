@@ -1,0 +1,111 @@
+"""Token-Shuffle: windows s = 1, 2, 4 on the same data and training budget.
+
+    python benchmarks/token_shuffle.py --pipelines s1=runs/ts1/pipeline s2=token-shuffle-shapes \\
+        s4=runs/ts4/pipeline [--images 500] [--quick]
+
+Prompts are the captions of Shapes test images; the same images (at the pipelines' resolution) are
+the reference set of Shapes-FID. Prompt alignment is a GenEval in miniature: the share of images
+whose shape, colour and position, as `shapes-classifier` reads them, all match the prompt (and each
+attribute alone). Also AR steps per image, images/s, and the training step time read from the run's
+`metrics.jsonl` beside the pipeline folder when there is one. The claim: about s^2 fewer AR steps and
+at least 3x faster sampling at s = 2, with alignment close to s = 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.c2i import batches
+from benchmarks.common import claim, machine_description, report, write_results
+from zoo.data.shapes import ShapesDataset
+from zoo.metrics.image import shapes_fid
+from zoo.metrics.sampling import sample_images
+
+ALIGNED = ("shape", "color", "position")
+
+
+def training_step_seconds(pipeline_source: str) -> float | None:
+    """Mean seconds per training step from <run>/metrics.jsonl, for a pipeline saved in <run>/pipeline."""
+    metrics = Path(pipeline_source).parent / "metrics.jsonl"
+    if not metrics.is_file():
+        return None
+    rates = [json.loads(line)["steps_per_s"] for line in metrics.read_text().splitlines() if "steps_per_s" in line]
+    return 1 / (sum(rates) / len(rates)) if rates else None
+
+
+def alignment(classifier, images: torch.Tensor, specs) -> dict[str, float]:
+    predictions = [p for b in batches(images) for p in classifier.predict(b)]
+    hits = {name: [p[name] == getattr(s, name) for p, s in zip(predictions, specs)] for name in ALIGNED}
+    result = {f"{name}_accuracy": sum(v) / len(v) for name, v in hits.items()}
+    result["alignment"] = sum(all(h) for h in zip(*hits.values())) / len(specs)
+    return result
+
+
+@torch.no_grad()
+def main(argv=None) -> int:
+    import zoo
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pipelines", nargs="+", metavar="NAME=PIPELINE", default=["s2=token-shuffle-shapes"])
+    p.add_argument("--classifier", default="shapes-classifier")
+    p.add_argument("--images", type=int, default=500)
+    p.add_argument("--cfg", type=float, default=3.0)
+    p.add_argument("--cfg-schedule", default="half-linear")
+    p.add_argument("--batch-size", type=int, default=25)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="at most 50 images, results to token_shuffle.quick.json")
+    args = p.parse_args(argv)
+    n = min(args.images, 50) if args.quick else args.images
+    if any("=" not in spec for spec in args.pipelines):
+        raise SystemExit("--pipelines takes NAME=PIPELINE pairs, e.g. s2=token-shuffle-shapes.")
+    torch.set_num_threads(2)
+    classifier = zoo.load(args.classifier).eval()
+    rows, reference = [], {}
+    for spec in args.pipelines:
+        name, source = spec.split("=", 1)
+        pipe = zoo.load(source)
+        height, width = pipe.default_size
+        if (height, width) not in reference:
+            data = ShapesDataset("test", size=height, length=n)
+            reference[height, width] = (torch.stack([data[i]["image"] for i in range(n)]),
+                                        [data.spec(i) for i in range(n)])
+        real, specs = reference[height, width]
+        start = time.perf_counter()
+        images = sample_images(pipe, [s.caption for s in specs], args.batch_size, args.seed, condition="prompt",
+                               guidance_scale=args.cfg, cfg_schedule=args.cfg_schedule)
+        seconds = time.perf_counter() - start
+        rows.append({"system": name, "window": pipe.transformer.window, "resolution": f"{height}x{width}",
+                     "ar_steps": pipe.transformer.num_windows, "images_per_s": n / seconds,
+                     "train_step_s": training_step_seconds(source),
+                     "shapes_fid": shapes_fid(classifier, batches(real), batches(images)),
+                     **alignment(classifier, images, specs)})
+
+    claims = []
+    by_window = {row["window"]: row for row in rows}
+    if 1 in by_window and 2 in by_window:
+        s1, s2 = by_window[1], by_window[2]
+        claims += [
+            claim("s=2 needs about 4x fewer AR steps than s=1", s1["ar_steps"] / s2["ar_steps"] >= 3.9,
+                  f"{s1['ar_steps']} vs {s2['ar_steps']}"),
+            claim("s=2 samples at least 3x faster than s=1", s2["images_per_s"] >= 3 * s1["images_per_s"],
+                  f"{s2['images_per_s'] / s1['images_per_s']:.2f}x"),
+            claim("s=2 prompt alignment is close to s=1 (within 0.05)", s2["alignment"] >= s1["alignment"] - 0.05,
+                  f"{s2['alignment']:.3f} vs {s1['alignment']:.3f}")]
+    command = " ".join(["python benchmarks/token_shuffle.py", *(sys.argv[1:] if argv is None else argv)])
+    path = write_results("token_shuffle", command, machine_description(2), rows, claims, quick=args.quick,
+                         columns=["system", "window", "resolution", "ar_steps", "images_per_s", "train_step_s",
+                                  "shapes_fid", "alignment", "shape_accuracy", "color_accuracy", "position_accuracy"],
+                         notes=f"{n} Shapes test captions per row; CFG {args.cfg} ({args.cfg_schedule}); batch "
+                               f"{args.batch_size}; features and attributes read by `{args.classifier}`.")
+    report(rows, claims, path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
