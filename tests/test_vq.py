@@ -137,3 +137,18 @@ def test_builtin_vq_shapes_reconstructs_shapes():
         ids = vq.encode(images)
         assert ids.shape == (8, 16, 16) and vq.config.codebook_size == 4096
         assert psnr(vq.decode(ids), images) > 20
+
+
+def test_attention_registers_start_as_attend_to_nothing():
+    """Registers (zero keys and values) add a "nowhere" option to every attention block; LlamaGen has none."""
+    from tokenizers_visual.vq import AttnBlock
+
+    torch.manual_seed(0)
+    plain, with_registers = AttnBlock(32, 8), AttnBlock(32, 8, registers=2)
+    with_registers.load_state_dict({**plain.state_dict(), "registers": torch.zeros(2, 2, 32)})
+    x = torch.randn(1, 32, 4, 4)
+    assert not torch.allclose(plain(x), with_registers(x))  # some attention now goes to the registers
+    vq = VQModel(codebook_size=64, codebook_dim=4, encoder_ch=32, decoder_ch=32, encoder_ch_mult=[1, 1],
+                 decoder_ch_mult=[1, 1], num_res_blocks=1, z_channels=32, attention_registers=3)
+    assert vq.decode(vq.encode(torch.rand(1, 3, 16, 16) * 2 - 1)).shape == (1, 3, 16, 16)
+    assert sum("registers" in k for k in vq.state_dict()) == 5  # encoder 1 + middle, decoder 2 + middle

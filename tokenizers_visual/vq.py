@@ -45,18 +45,29 @@ class ResBlock(nn.Module):
 
 
 class AttnBlock(nn.Module):
-    """Single-head self-attention over all spatial positions, with 1x1 convolutions."""
+    """Single-head self-attention over all spatial positions, with 1x1 convolutions.
 
-    def __init__(self, channels: int, groups: int):
+    registers > 0 adds that many learned key/value pairs (zero at initialisation: "attend to nothing")
+    that every position may attend to. Without them a small model can turn one image position into
+    an attention sink that stores global state; it decodes as an artefact (Darcet et al., "Vision
+    Transformers Need Registers"; seen as a multicoloured speck beside every shape in the first
+    vq-shapes). LlamaGen has none (registers=0).
+    """
+
+    def __init__(self, channels: int, groups: int, registers: int = 0):
         super().__init__()
         self.norm = _norm(channels, groups)
         self.q, self.k, self.v = (nn.Conv2d(channels, channels, 1) for _ in range(3))
         self.proj = nn.Conv2d(channels, channels, 1)
+        self.registers = nn.Parameter(torch.zeros(2, registers, channels)) if registers else None
 
     def forward(self, x):
         B, C, H, W = x.shape
         h = self.norm(x)
         q, k, v = (conv(h).flatten(2).transpose(1, 2) for conv in (self.q, self.k, self.v))  # [B, HW, C]
+        if self.registers is not None:
+            k = torch.cat([k, self.registers[0].expand(B, -1, -1)], dim=1)
+            v = torch.cat([v, self.registers[1].expand(B, -1, -1)], dim=1)
         out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]
         return x + self.proj(out.transpose(1, 2).reshape(B, C, H, W))
 
@@ -84,11 +95,12 @@ class Upsample(nn.Module):
 class Level(nn.Module):
     """One resolution: residual blocks (each followed by attention at the lowest resolution), then a resample."""
 
-    def __init__(self, in_channels, out_channels, num_blocks, attention, resample, groups, dropout):
+    def __init__(self, in_channels, out_channels, num_blocks, attention, resample, groups, dropout, registers=0):
         super().__init__()
         self.res = nn.ModuleList(ResBlock(in_channels if i == 0 else out_channels, out_channels, groups, dropout)
                                  for i in range(num_blocks))
-        self.attn = nn.ModuleList(AttnBlock(out_channels, groups) for _ in range(num_blocks if attention else 0))
+        self.attn = nn.ModuleList(AttnBlock(out_channels, groups, registers)
+                                  for _ in range(num_blocks if attention else 0))
         self.resample = resample(out_channels) if resample else nn.Identity()
 
     def forward(self, h):
@@ -100,9 +112,10 @@ class Level(nn.Module):
 
 
 class Middle(nn.Module):
-    def __init__(self, channels, groups, dropout):
+    def __init__(self, channels, groups, dropout, registers=0):
         super().__init__()
-        self.res1, self.attn, self.res2 = (ResBlock(channels, channels, groups, dropout), AttnBlock(channels, groups),
+        self.res1, self.attn, self.res2 = (ResBlock(channels, channels, groups, dropout),
+                                           AttnBlock(channels, groups, registers),
                                            ResBlock(channels, channels, groups, dropout))
 
     def forward(self, h):
@@ -110,16 +123,16 @@ class Middle(nn.Module):
 
 
 class Encoder(nn.Module):
-    def __init__(self, in_channels, ch, ch_mult, num_res_blocks, z_channels, groups, dropout):
+    def __init__(self, in_channels, ch, ch_mult, num_res_blocks, z_channels, groups, dropout, registers=0):
         super().__init__()
         self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
         channels = [ch] + [ch * m for m in ch_mult]
         last = len(ch_mult) - 1
         self.levels = nn.ModuleList(
             Level(channels[i], channels[i + 1], num_res_blocks, attention=i == last,
-                  resample=Downsample if i != last else None, groups=groups, dropout=dropout)
+                  resample=Downsample if i != last else None, groups=groups, dropout=dropout, registers=registers)
             for i in range(len(ch_mult)))
-        self.mid = Middle(channels[-1], groups, dropout)
+        self.mid = Middle(channels[-1], groups, dropout, registers)
         self.norm_out = _norm(channels[-1], groups)
         self.conv_out = nn.Conv2d(channels[-1], z_channels, 3, padding=1)
 
@@ -133,15 +146,16 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """Mirrors the encoder with num_res_blocks + 1 blocks per level (LlamaGen)."""
 
-    def __init__(self, out_channels, ch, ch_mult, num_res_blocks, z_channels, groups, dropout):
+    def __init__(self, out_channels, ch, ch_mult, num_res_blocks, z_channels, groups, dropout, registers=0):
         super().__init__()
         top = ch * ch_mult[-1]
         self.conv_in = nn.Conv2d(z_channels, top, 3, padding=1)
-        self.mid = Middle(top, groups, dropout)
+        self.mid = Middle(top, groups, dropout, registers)
         levels, in_ch = [], top
         for i in reversed(range(len(ch_mult))):
             levels.append(Level(in_ch, ch * ch_mult[i], num_res_blocks + 1, attention=i == len(ch_mult) - 1,
-                                resample=Upsample if i != 0 else None, groups=groups, dropout=dropout))
+                                resample=Upsample if i != 0 else None, groups=groups, dropout=dropout,
+                                registers=registers))
             in_ch = ch * ch_mult[i]
         self.levels = nn.ModuleList(levels)
         self.norm_out = _norm(in_ch, groups)
@@ -163,6 +177,8 @@ class VQModel(AtomicSaveMixin, ModelMixin, ConfigMixin):
         encoder_ch / decoder_ch, encoder_ch_mult / decoder_ch_mult, num_res_blocks, z_channels: the
             convolutional stacks; downsampling factor = 2 ** (len(encoder_ch_mult) - 1).
         norm_groups: GroupNorm groups (32 in LlamaGen; must divide every width).
+        attention_registers: learned key/value registers in every attention block (0 in LlamaGen; see
+            `AttnBlock`).
     """
 
     @register_to_config
@@ -181,6 +197,7 @@ class VQModel(AtomicSaveMixin, ModelMixin, ConfigMixin):
         z_channels: int = 256,
         norm_groups: int = 32,
         dropout: float = 0.0,
+        attention_registers: int = 0,
     ):
         super().__init__()
         widths = [c * m for c, mults in ((encoder_ch, encoder_ch_mult), (decoder_ch, decoder_ch_mult)) for m in mults]
@@ -188,9 +205,10 @@ class VQModel(AtomicSaveMixin, ModelMixin, ConfigMixin):
             raise ValueError(f"norm_groups={norm_groups} must divide every channel width {sorted(set(widths))}.")
         if len(encoder_ch_mult) != len(decoder_ch_mult):
             raise ValueError("encoder_ch_mult and decoder_ch_mult need the same number of levels.")
-        self.encoder = Encoder(in_channels, encoder_ch, encoder_ch_mult, num_res_blocks, z_channels, norm_groups, dropout)
+        self.encoder = Encoder(in_channels, encoder_ch, encoder_ch_mult, num_res_blocks, z_channels, norm_groups, dropout,
+                               attention_registers)
         self.decoder = Decoder(in_channels, decoder_ch, decoder_ch_mult, num_res_blocks, z_channels, norm_groups,
-                               dropout)
+                               dropout, attention_registers)
         self.quant_conv = nn.Conv2d(z_channels, codebook_dim, 1)
         self.quantizer = VectorQuantizer(codebook_size, codebook_dim, l2_norm=codebook_l2_norm, beta=commit_loss_beta)
         self.post_quant_conv = nn.Conv2d(codebook_dim, z_channels, 1)

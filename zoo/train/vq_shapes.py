@@ -27,7 +27,7 @@ def build_model(args):
 
     return VQModel(codebook_size=args.codebook_size, codebook_dim=8, codebook_l2_norm=True, encoder_ch=args.width,
                    decoder_ch=args.width, encoder_ch_mult=[1, 2, 2], decoder_ch_mult=[1, 2, 2], num_res_blocks=1,
-                   z_channels=64)
+                   z_channels=64, attention_registers=args.registers)
 
 
 def vq_loss(model, batch):
@@ -65,6 +65,9 @@ def parse(argv):
     p.add_argument("--codebook-size", type=int, default=4096)
     p.add_argument("--width", type=int, default=32, help="encoder/decoder base channels (a multiple of 32)")
     p.add_argument("--restart-every", type=int, default=250)
+    p.add_argument("--registers", type=int, default=4,
+                   help="learned key/value registers per attention block (0 = LlamaGen; without them the first "
+                        "vq-shapes grew an attention-sink speck beside every shape)")
     p.add_argument("--ema", type=float, default=None, help="EMA decay of the weights (off by default)")
     p.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
     p.add_argument("--seed", type=int, default=0)
@@ -76,13 +79,13 @@ def main(argv=None) -> int:
     config = TrainConfig(output_dir=args.out, max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          warmup_steps=min(500, args.steps // 10), lr_schedule="cosine", ema_decay=args.ema,
                          mixed_precision=args.mixed_precision, log_every=min(50, args.steps),
-                         checkpoint_every=min(2000, args.steps), seed=args.seed, extra=vars(args))
+                         checkpoint_every=min(250, args.steps), seed=args.seed, extra=vars(args))
     model = build_model(args)
     model = train(model, ShapesDataset("train", size=args.size), vq_loss, config,
                   hooks=[dead_code_restarts(args.restart_every)])
-    from accelerate import PartialState
+    from zoo.train.llamagen_shapes import is_main_process
 
-    if PartialState().is_main_process:
+    if is_main_process():
         model.save_pretrained(f"{args.out}/model")
         print(f"saved {args.out}/model")
     return 0
