@@ -73,8 +73,11 @@ def dirac_flow_map(noise: torch.Tensor, probs: torch.Tensor, codebook: torch.Ten
         ids [...] (long): the codeword each noise vector reaches; x0 [..., C]: the endpoint.
     """
     _check(noise, probs, codebook, num_steps)
-    x, book = noise.double(), codebook.double()
-    log_p = probs.double().clamp_min(0).log()
+    # float32 unless the inputs are float64: 4x faster on CPU, and the same tokens in our checks (the
+    # logit error near t = 0 is ~1e-7 / t^2, small against the gaps between codewords)
+    dtype = torch.float64 if torch.float64 in (noise.dtype, probs.dtype, codebook.dtype) else torch.float32
+    x, book = noise.to(dtype), codebook.to(dtype)
+    log_p = probs.to(dtype).clamp_min(0).log()
     times = time_grid(num_steps, time_power).tolist()
     for t, t_next in zip(times[:-1], times[1:]):
         weights = torch.softmax(_log_posterior(x, t, log_p, book), dim=-1)
