@@ -54,6 +54,13 @@ _ENTRIES = [
           repo_id="FoundationVision/LlamaGen", revision="main", files={f"c2i_{size}_{res}.pt": None},
           converter="llamagen-gpt", converter_kwargs={"image_size": res}, paper=_LLAMAGEN)
     for size, res in [("B", 256), ("B", 384), ("L", 256), ("L", 384), ("XL", 384), ("XXL", 384), ("3B", 384)]
+] + [
+    Entry(f"llamagen-dd-{size.lower()}", "original",
+          f"Distilled Decoding (DD1) one/two-step generator distilled from LlamaGen-{size}, ImageNet 256px "
+          "(official checkpoint, converted)",
+          repo_id="microsoft/distilled_decoding", revision="main", files={f"LlamaGen-DD/llamagen-{size}.pt": None},
+          converter="llamagen-dd", converter_kwargs={"image_size": 256}, paper="https://arxiv.org/abs/2412.17153")
+    for size in ("B", "L")
 ]
 
 _BUILTINS = [
@@ -61,6 +68,8 @@ _BUILTINS = [
           "(zoo recipe: zoo train shapes-classifier)", folder="shapes-classifier"),
     Entry("vq-shapes", "builtin", "LlamaGen-style VQ tokenizer for 64x64 Shapes: 16x16 tokens, 4096 codes "
           "(zoo recipe: zoo train vq-shapes; a short first run)", folder="vq-shapes"),
+    Entry("llamagen-shapes", "builtin", "Class-conditional LlamaGen-style AR model over vq-shapes tokens "
+          "(ARImagePipeline; zoo recipe: zoo train llamagen-shapes)", folder="llamagen-shapes"),
 ]
 
 CATALOGUE: dict[str, Entry] = {e.name: e for e in _BUILTINS + _ENTRIES}
