@@ -69,3 +69,16 @@ def test_save_load_and_cli(pipe, tmp_path):
     assert zoo_main(["generate", str(tmp_path / "p"), "--class", "class1", "--class", "4", "--num", "2",
                      "--out", str(tmp_path / "grid.png")]) == 0
     assert Image.open(tmp_path / "grid.png").size == (16, 16)
+
+
+def test_builtin_llamagen_shapes_generates_offline(offline):
+    from weights_registry import get_entry
+
+    entry = get_entry("llamagen-shapes")
+    assert entry.kind == "builtin" and (entry.path / "README.md").is_file()
+    pipe = zoo.load("llamagen-shapes")
+    pipe.set_progress_bar_config(disable=True)
+    assert type(pipe) is ARImagePipeline and pipe.transformer.dtype == torch.float32
+    assert pipe.config.class_names[0] == "circle" and pipe.vqvae.config.codebook_size == 4096
+    image = pipe(class_labels=["circle"], generator=torch.Generator().manual_seed(0)).images[0]
+    assert image.size == (64, 64)
