@@ -27,7 +27,7 @@ def build_model(args):
 
     return VQModel(codebook_size=args.codebook_size, codebook_dim=8, codebook_l2_norm=True, encoder_ch=args.width,
                    decoder_ch=args.width, encoder_ch_mult=[1, 2, 2], decoder_ch_mult=[1, 2, 2], num_res_blocks=1,
-                   z_channels=64, attention_registers=args.registers)
+                   z_channels=64, attention_registers=args.registers, norm_groups=args.norm_groups)
 
 
 def vq_loss(model, batch):
@@ -65,9 +65,10 @@ def parse(argv):
     p.add_argument("--codebook-size", type=int, default=4096)
     p.add_argument("--width", type=int, default=32, help="encoder/decoder base channels (a multiple of 32)")
     p.add_argument("--restart-every", type=int, default=250)
-    p.add_argument("--registers", type=int, default=4,
-                   help="learned key/value registers per attention block (0 = LlamaGen; without them the first "
-                        "vq-shapes grew an attention-sink speck beside every shape)")
+    p.add_argument("--registers", type=int, default=0,
+                   help="learned key/value registers per attention block (0 = LlamaGen)")
+    p.add_argument("--norm-groups", type=int, default=32,
+                   help="GroupNorm groups (LlamaGen: 32; at width 32 that is one channel per group, i.e. instance norm)")
     p.add_argument("--ema", type=float, default=None, help="EMA decay of the weights (off by default)")
     p.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
     p.add_argument("--seed", type=int, default=0)
