@@ -48,10 +48,8 @@ class AttnBlock(nn.Module):
     """Single-head self-attention over all spatial positions, with 1x1 convolutions.
 
     registers > 0 adds that many learned key/value pairs (zero at initialisation: "attend to nothing")
-    that every position may attend to. Without them a small model can turn one image position into
-    an attention sink that stores global state; it decodes as an artefact (Darcet et al., "Vision
-    Transformers Need Registers"; seen as a multicoloured speck beside every shape in the first
-    vq-shapes). LlamaGen has none (registers=0).
+    that every position may attend to, so that no image position has to serve as an attention sink
+    (Darcet et al., "Vision Transformers Need Registers"). LlamaGen has none (registers=0).
     """
 
     def __init__(self, channels: int, groups: int, registers: int = 0):
