@@ -54,10 +54,7 @@ class ClassImagePipeline(ZooPipeline):
 
     def check_call(self, class_labels, num_images_per_prompt, output_type, callback_inputs) -> torch.Tensor:
         """Validate the common call arguments; the class id of every image to make [N]."""
-        self.check_choice("output_type", output_type, ("pil", "np", "pt"))
-        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
-            raise ValueError(f"num_images_per_prompt must be a positive integer, got {num_images_per_prompt!r}.")
-        self.check_callback_inputs(callback_inputs)
+        self.check_output_args(output_type, num_images_per_prompt, callback_inputs)
         ids = [i for i in self.class_ids(class_labels) for _ in range(num_images_per_prompt)]
         return torch.tensor(ids, device=self._execution_device)
 

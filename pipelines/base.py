@@ -27,6 +27,13 @@ class ZooPipeline(AtomicSaveMixin, DiffusionPipeline):
         if value not in choices:
             raise ValueError(f"{name}={value!r} is not supported; pass one of {list(choices)}.")
 
+    def check_output_args(self, output_type: str, num_images_per_prompt, callback_inputs):
+        """The checks every image pipeline's call makes: output type, images per prompt, callback inputs."""
+        self.check_choice("output_type", output_type, ("pil", "np", "pt"))
+        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+            raise ValueError(f"num_images_per_prompt must be a positive integer, got {num_images_per_prompt!r}.")
+        self.check_callback_inputs(callback_inputs)
+
     def check_callback_inputs(self, names):
         bad = set(names) - set(self._callback_tensor_inputs)
         if bad:

@@ -107,14 +107,11 @@ class TokenShufflePipeline(ZooPipeline):
             generator: a torch.Generator or a list, one per image.
             output_type: "pil", "np" (floats in [0, 1], NHWC) or "pt" (NCHW in [0, 1]).
         """
-        self.check_choice("output_type", output_type, ("pil", "np", "pt"))
+        self.check_output_args(output_type, num_images_per_prompt, callback_on_step_end_tensor_inputs)
         if isinstance(prompt, str):
             prompt = [prompt]
         if isinstance(prompt, (list, tuple)) and any(isinstance(p, str) and not p.strip() for p in prompt):
             raise ValueError("prompts must not be empty; describe the image (the empty prompt is CFG's own row).")
-        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
-            raise ValueError(f"num_images_per_prompt must be a positive integer, got {num_images_per_prompt!r}.")
-        self.check_callback_inputs(callback_on_step_end_tensor_inputs)
         grid = self.token_grid(height, width)
         schedule = guidance_schedule(cfg_schedule, guidance_scale)
         P = self.transformer.config.max_text_tokens
