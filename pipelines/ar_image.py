@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import torch
 from diffusers.image_processor import VaeImageProcessor
-from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
 from tokenizers_visual import VQModel
 from zoo.ar import ARTransformer
@@ -58,11 +57,10 @@ class ClassImagePipeline(ZooPipeline):
         ids = [i for i in self.class_ids(class_labels) for _ in range(num_images_per_prompt)]
         return torch.tensor(ids, device=self._execution_device)
 
-    def decode_grid(self, tokens: torch.Tensor, output_type: str):
-        """Token ids [N, h * w] -> images in `output_type`."""
+    def decode_grid(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token ids [N, h * w] -> images [N, 3, H, W]."""
         h, w = self.transformer.config.grid_size
-        images = self.vqvae.decode(tokens.view(-1, h, w).to(self.vqvae.device)).clamp(-1, 1).float()
-        return self.image_processor.postprocess(images, output_type=output_type)
+        return self.vqvae.decode(tokens.view(-1, h, w).to(self.vqvae.device))
 
 
 class ARImagePipeline(ClassImagePipeline):
@@ -114,6 +112,4 @@ class ARImagePipeline(ClassImagePipeline):
         h, w = self.transformer.config.grid_size
         tokens = self.generate_tokens(h * w, callback_on_step_end, class_labels=labels, guidance_scale=guidance_scale,
                                       temperature=temperature, top_k=top_k, top_p=top_p, generator=generator).tokens
-        images = self.decode_grid(tokens, output_type)
-        self.maybe_free_model_hooks()
-        return ImagePipelineOutput(images=images) if return_dict else (images,)
+        return self.image_output(self.decode_grid(tokens), output_type, return_dict)

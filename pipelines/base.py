@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from diffusers import DiffusionPipeline
+from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
 from zoo.ar import generate
 from zoo.hub import import_component_modules, resolve
@@ -33,6 +34,13 @@ class ZooPipeline(AtomicSaveMixin, DiffusionPipeline):
         if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
             raise ValueError(f"num_images_per_prompt must be a positive integer, got {num_images_per_prompt!r}.")
         self.check_callback_inputs(callback_inputs)
+
+    def image_output(self, images, output_type: str, return_dict: bool):
+        """The end of every image pipeline's call: decoded images [N, 3, H, W] in [-1, 1] -> `output_type`
+        through `self.image_processor`, model hooks freed, wrapped as diffusers does."""
+        images = self.image_processor.postprocess(images.clamp(-1, 1).float(), output_type=output_type)
+        self.maybe_free_model_hooks()
+        return ImagePipelineOutput(images=images) if return_dict else (images,)
 
     def check_callback_inputs(self, names):
         bad = set(names) - set(self._callback_tensor_inputs)

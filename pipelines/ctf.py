@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 from diffusers.image_processor import VaeImageProcessor
-from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
 from tokenizers_visual import CodeClusters, VQModel
 from zoo.ar import ARTransformer
@@ -107,7 +106,5 @@ class CTFPipeline(ClassImagePipeline):
         logits = self.fine_logits(coarse.to(self.refiner.device), labels.to(self.refiner.device))
         probs = logits_to_probs(logits, refiner_temperature, refiner_top_k, 1.0)  # [B, T, V]
         fine = sample_from_probs(probs, generators)  # [B, T]: row i draws from generators[i] only
-        images = self.decode_grid(fine, output_type)
-        self.maybe_free_model_hooks()
-        return ImagePipelineOutput(images=images) if return_dict else (images,)
+        return self.image_output(self.decode_grid(fine), output_type, return_dict)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 from diffusers.image_processor import VaeImageProcessor
-from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
 from tokenizers_visual import VQModel
 from zoo.ar import ARTransformer, generate
@@ -162,6 +161,4 @@ class DistilledPipeline(ClassImagePipeline):
             codes = self.denoise(noise, labels, [t2], callback_on_step_end, x=x)
         h, w = self.transformer.config.grid_size
         images = self.vqvae.decode_codes(codes.view(-1, h, w, C).permute(0, 3, 1, 2).to(self.vqvae.device))
-        images = self.image_processor.postprocess(images.clamp(-1, 1).float(), output_type=output_type)
-        self.maybe_free_model_hooks()
-        return ImagePipelineOutput(images=images) if return_dict else (images,)
+        return self.image_output(images, output_type, return_dict)

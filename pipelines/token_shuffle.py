@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 from diffusers.image_processor import VaeImageProcessor
-from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
 from tokenizers_visual import VQModel
 from zoo.ar import ConstantGuidance, GuidanceSchedule, LinearGuidance
@@ -124,7 +123,4 @@ class TokenShufflePipeline(ZooPipeline):
             uncond_prefix_ids=empty_ids.to(device), uncond_prefix_mask=empty_mask.to(device),
             guidance_scale=schedule, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator).tokens
         grid_ids = self.transformer.windows_to_grid(tokens, grid)
-        images = self.vqvae.decode(grid_ids.to(self.vqvae.device)).clamp(-1, 1).float()
-        images = self.image_processor.postprocess(images, output_type=output_type)
-        self.maybe_free_model_hooks()
-        return ImagePipelineOutput(images=images) if return_dict else (images,)
+        return self.image_output(self.vqvae.decode(grid_ids.to(self.vqvae.device)), output_type, return_dict)
