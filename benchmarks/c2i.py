@@ -18,32 +18,9 @@ import time
 import torch
 
 from benchmarks.common import claim, machine_description, report, write_results
-from zoo.data.shapes import ShapesDataset
-from zoo.metrics.image import precision_recall, shapes_fid, shapes_inception_score
+from benchmarks.images import add_sampling_arguments, batches, image_metrics, num_images, real_images, reference_set
 from zoo.metrics.sampling import sample_images
 from zoo.utils.distributed import cpu_processes
-
-
-def batches(tensor, size=100):
-    return [tensor[i:i + size] for i in range(0, len(tensor), size)]
-
-
-@torch.no_grad()
-def image_metrics(classifier, images, labels, real, real_features) -> dict:
-    """Shapes-FID against `real`, Shapes-IS, precision/recall and the share showing the wanted class."""
-    features = torch.cat([classifier.features(b) for b in batches(images)])
-    shape_logits = torch.cat([classifier(b)["shape"] for b in batches(images)])
-    precision, recall = precision_recall(real_features, features)
-    is_mean, is_std = shapes_inception_score(classifier, batches(images))
-    return {"shapes_fid": shapes_fid(classifier, batches(real), batches(images)), "shapes_is": is_mean,
-            "shapes_is_std": is_std, "precision": precision, "recall": recall,
-            "class_accuracy": (shape_logits.argmax(-1) == labels).float().mean().item()}
-
-
-def real_images(split: str, n: int, size: int):
-    data = ShapesDataset(split, size=size, length=n)
-    items = [data[i] for i in range(n)]
-    return torch.stack([x["image"] for x in items]), torch.tensor([x["label"] for x in items])
 
 
 @torch.no_grad()
@@ -53,24 +30,19 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pipeline", default="llamagen-shapes")
-    p.add_argument("--classifier", default="shapes-classifier")
-    p.add_argument("--images", type=int, default=1000)
     p.add_argument("--cfg", type=float, nargs="+", default=[2.0], help="guidance scales to measure")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=50)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="at most 100 images, results to c2i.quick.json")
+    add_sampling_arguments(p, "c2i", images=1000, batch_size=50, quick_images=100)
     args = p.parse_args(argv)
-    n = min(args.images, 100) if args.quick else args.images
+    n = num_images(args)
     state = PartialState(cpu=cpu_processes())
     torch.set_num_threads(max(1, 2 // state.num_processes))
     pipe, classifier = zoo.load(args.pipeline), zoo.load(args.classifier).eval()
     size = pipe.transformer.config.grid_size[0] * pipe.vqvae.downsample_factor
     num_classes = pipe.transformer.config.num_classes
 
-    real, _ = real_images("test", n, size)
-    real_features = torch.cat([classifier.features(b) for b in batches(real)])
+    real, real_features = reference_set(classifier, n, size)
     held_out, held_out_labels = real_images("validation", n, size)
     recon = torch.cat([pipe.vqvae.decode(pipe.vqvae.encode(b)).clamp(-1, 1) for b in batches(held_out)])
     rows = [{"system": "real images (validation split)", **image_metrics(classifier, held_out, held_out_labels, real,
@@ -96,7 +68,7 @@ def main(argv=None) -> int:
               claim("Shapes-FID of samples <= 3x the tokenizer's Shapes-rFID (LlamaGen-B: 5.46 vs 2.19)",
                     best["shapes_fid"] <= 3 * rfid, f"{best['shapes_fid']:.0f} vs 3 x {rfid:.0f}")]
     command = " ".join(["python benchmarks/c2i.py", *(sys.argv[1:] if argv is None else argv)])
-    path = write_results("c2i", command, machine_description(2), rows, claims, quick=args.quick,
+    path = write_results("c2i", command, machine_description(2), rows, claims, quick=bool(args.quick),
                          columns=["system", "cfg", "shapes_fid", "shapes_is", "precision", "recall",
                                   "class_accuracy", "images_per_s"],
                          notes=f"{n} images per row at {size}px against {n} Shapes test images; features of "

@@ -20,8 +20,8 @@ import time
 
 import torch
 
-from benchmarks.c2i import batches, image_metrics, real_images
 from benchmarks.common import claim, machine_description, report, write_results
+from benchmarks.images import add_sampling_arguments, image_metrics, num_images, reference_set
 from zoo.metrics.sampling import sample_images
 
 
@@ -46,16 +46,12 @@ def main(argv=None) -> int:
     p.add_argument("--ctf", default="ctf-shapes")
     p.add_argument("--ablation", nargs="*", default=[], metavar="NAME=PIPELINE", help="more CTF pipelines")
     p.add_argument("--unmasked", action="store_true", help="also run each CTF system without the cluster mask")
-    p.add_argument("--classifier", default="shapes-classifier")
-    p.add_argument("--images", type=int, default=1000)
     p.add_argument("--cfg", type=float, default=2.0)
     p.add_argument("--baseline-temperature", type=float, default=1.0)
     p.add_argument("--temperature", type=float, default=1.1, help="CTF stage-1 and stage-2 temperature")
-    p.add_argument("--batch-size", type=int, default=50)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="at most 100 images, results to ctf.quick.json")
+    add_sampling_arguments(p, "ctf", images=1000, batch_size=50, quick_images=100)
     args = p.parse_args(argv)
-    n = min(args.images, 100) if args.quick else args.images
+    n = num_images(args)
     for spec in args.ablation:
         if "=" not in spec:
             raise SystemExit(f"--ablation takes NAME=PIPELINE pairs, got {spec!r}.")
@@ -63,8 +59,7 @@ def main(argv=None) -> int:
     classifier = zoo.load(args.classifier).eval()
     baseline = zoo.load(args.baseline)
     size = baseline.transformer.config.grid_size[0] * baseline.vqvae.downsample_factor
-    real, _ = real_images("test", n, size)
-    real_features = torch.cat([classifier.features(b) for b in batches(real)])
+    real, real_features = reference_set(classifier, n, size)
     labels = torch.arange(n) % baseline.transformer.config.num_classes
 
     systems = [(f"{args.baseline} (baseline)", baseline, dict(temperature=args.baseline_temperature))]
@@ -97,7 +92,7 @@ def main(argv=None) -> int:
               claim("CTF samples at least as fast as the baseline (paper: 0.93x-1.18x)", speed >= 0.93,
                     f"{speed:.2f}x")]
     command = " ".join(["python benchmarks/ctf.py", *(sys.argv[1:] if argv is None else argv)])
-    path = write_results("ctf", command, machine_description(2), rows, claims, quick=args.quick,
+    path = write_results("ctf", command, machine_description(2), rows, claims, quick=bool(args.quick),
                          columns=["system", "ar_params_m", "aux_params_m", "clusters", "cluster_method",
                                   "mask_fine_logits", "shapes_fid", "shapes_is", "precision", "recall",
                                   "class_accuracy", "images_per_s"],

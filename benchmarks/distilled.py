@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from benchmarks.c2i import batches, image_metrics, real_images
 from benchmarks.common import claim, machine_description, report, write_results
+from benchmarks.images import add_sampling_arguments, image_metrics, num_images, reference_set
 from zoo.metrics.sampling import sample_images
 
 
@@ -31,20 +31,15 @@ def main(argv=None) -> int:
     p.add_argument("--teacher", default="llamagen-shapes")
     p.add_argument("--dd", default="dd-shapes")
     p.add_argument("--naive", default=None, help="the naive one-step baseline pipeline (zoo train dd-shapes --naive)")
-    p.add_argument("--classifier", default="shapes-classifier")
-    p.add_argument("--images", type=int, default=1000)
     p.add_argument("--cfg", type=float, default=2.0, help="the teacher's CFG scale (as when the pairs were made)")
-    p.add_argument("--batch-size", type=int, default=50)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="at most 100 images, results to distilled.quick.json")
+    add_sampling_arguments(p, "distilled", images=1000, batch_size=50, quick_images=100)
     args = p.parse_args(argv)
-    n = min(args.images, 100) if args.quick else args.images
+    n = num_images(args)
     torch.set_num_threads(2)
     classifier = zoo.load(args.classifier).eval()
     teacher, dd = zoo.load(args.teacher), zoo.load(args.dd)
     size = teacher.transformer.config.grid_size[0] * teacher.vqvae.downsample_factor
-    real, _ = real_images("test", n, size)
-    real_features = torch.cat([classifier.features(b) for b in batches(real)])
+    real, real_features = reference_set(classifier, n, size)
     labels = (torch.arange(n) % teacher.transformer.config.num_classes).tolist()
 
     systems = [(f"{args.teacher} (teacher)", teacher, dict(guidance_scale=args.cfg), teacher.transformer.seq_len),
@@ -74,7 +69,7 @@ def main(argv=None) -> int:
                             naive["shapes_fid"] >= 2 * one_step["shapes_fid"],
                             f"{naive['shapes_fid']:.0f} vs {one_step['shapes_fid']:.0f}"))
     command = " ".join(["python benchmarks/distilled.py", *(sys.argv[1:] if argv is None else argv)])
-    path = write_results("distilled", command, machine_description(2), rows, claims, quick=args.quick,
+    path = write_results("distilled", command, machine_description(2), rows, claims, quick=bool(args.quick),
                          columns=["system", "steps", "shapes_fid", "shapes_is", "precision", "recall",
                                   "class_accuracy", "images_per_s", "speedup"],
                          notes=f"{n} images per row at {size}px against {n} Shapes test images; teacher CFG {args.cfg}; "

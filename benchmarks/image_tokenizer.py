@@ -16,12 +16,8 @@ import sys
 import torch
 
 from benchmarks.common import claim, machine_description, report, write_results
-from zoo.data.shapes import ShapesDataset
+from benchmarks.images import batches, real_images
 from zoo.metrics.image import codebook_stats, perturb_tokens, psnr, shapes_fid, ssim
-
-
-def batches(tensor, size=100):
-    return [tensor[i:i + size] for i in range(0, len(tensor), size)]
 
 
 @torch.no_grad()
@@ -40,8 +36,7 @@ def main(argv=None) -> int:
     n = 200 if args.quick else args.images
     torch.set_num_threads(2)
     vq, classifier = zoo.load(args.vq).eval(), zoo.load(args.classifier).eval()
-    data = ShapesDataset("test", size=args.size, length=n)
-    real = torch.stack([data[i]["image"] for i in range(n)])
+    real, _ = real_images("test", n, args.size)
     ids = torch.cat([vq.encode(b) for b in batches(real)])
     recon = torch.cat([vq.decode(b).clamp(-1, 1) for b in batches(ids)])
     perturbed = perturb_tokens(ids, vq.codebook, args.alpha, args.delta, torch.Generator().manual_seed(0))

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.c2i import batches
 from benchmarks.common import claim, machine_description, report, write_results
+from benchmarks.images import add_sampling_arguments, batches, num_images
 from zoo.data.shapes import ShapesDataset
 from zoo.metrics.image import shapes_fid
 from zoo.metrics.sampling import sample_images
@@ -53,15 +53,11 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pipelines", nargs="+", metavar="NAME=PIPELINE", default=["s2=token-shuffle-shapes"])
-    p.add_argument("--classifier", default="shapes-classifier")
-    p.add_argument("--images", type=int, default=500)
     p.add_argument("--cfg", type=float, default=3.0)
     p.add_argument("--cfg-schedule", default="half-linear")
-    p.add_argument("--batch-size", type=int, default=25)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="at most 50 images, results to token_shuffle.quick.json")
+    add_sampling_arguments(p, "token_shuffle", images=500, batch_size=25, quick_images=50)
     args = p.parse_args(argv)
-    n = min(args.images, 50) if args.quick else args.images
+    n = num_images(args)
     if any("=" not in spec for spec in args.pipelines):
         raise SystemExit("--pipelines takes NAME=PIPELINE pairs, e.g. s2=token-shuffle-shapes.")
     torch.set_num_threads(2)
@@ -98,7 +94,7 @@ def main(argv=None) -> int:
             claim("s=2 prompt alignment is close to s=1 (within 0.05)", s2["alignment"] >= s1["alignment"] - 0.05,
                   f"{s2['alignment']:.3f} vs {s1['alignment']:.3f}")]
     command = " ".join(["python benchmarks/token_shuffle.py", *(sys.argv[1:] if argv is None else argv)])
-    path = write_results("token_shuffle", command, machine_description(2), rows, claims, quick=args.quick,
+    path = write_results("token_shuffle", command, machine_description(2), rows, claims, quick=bool(args.quick),
                          columns=["system", "window", "resolution", "ar_steps", "images_per_s", "train_step_s",
                                   "shapes_fid", "alignment", "shape_accuracy", "color_accuracy", "position_accuracy"],
                          notes=f"{n} Shapes test captions per row; CFG {args.cfg} ({args.cfg_schedule}); batch "

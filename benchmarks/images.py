@@ -1,0 +1,59 @@
+"""What the image benchmarks share: the Shapes reference set, the sample metrics and the sampling arguments.
+
+All features come from `shapes-classifier`: the figures are Shapes-FID / Shapes-IS, not ImageNet numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from zoo.data.shapes import ShapesDataset
+from zoo.metrics.image import precision_recall, shapes_fid, shapes_inception_score
+
+
+def batches(tensor, size: int = 100) -> list:
+    return [tensor[i:i + size] for i in range(0, len(tensor), size)]
+
+
+def real_images(split: str, n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first n Shapes images of `split` at `size` pixels [n, 3, size, size] and their class ids [n]."""
+    data = ShapesDataset(split, size=size, length=n)
+    items = [data[i] for i in range(n)]
+    return torch.stack([x["image"] for x in items]), torch.tensor([x["label"] for x in items])
+
+
+@torch.no_grad()
+def reference_set(classifier, n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference of every sample metric: n Shapes test images and their classifier features."""
+    real, _ = real_images("test", n, size)
+    return real, torch.cat([classifier.features(b) for b in batches(real)])
+
+
+@torch.no_grad()
+def image_metrics(classifier, images, labels, real, real_features) -> dict:
+    """Shapes-FID against `real`, Shapes-IS, precision/recall and the share showing the wanted class."""
+    features = torch.cat([classifier.features(b) for b in batches(images)])
+    shape_logits = torch.cat([classifier(b)["shape"] for b in batches(images)])
+    precision, recall = precision_recall(real_features, features)
+    is_mean, is_std = shapes_inception_score(classifier, batches(images))
+    return {"shapes_fid": shapes_fid(classifier, batches(real), batches(images)), "shapes_is": is_mean,
+            "shapes_is_std": is_std, "precision": precision, "recall": recall,
+            "class_accuracy": (shape_logits.argmax(-1) == torch.as_tensor(labels)).float().mean().item()}
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser, name: str, images: int, batch_size: int,
+                           quick_images: int):
+    """--classifier, --images, --batch-size, --seed and --quick (at most `quick_images`, to <name>.quick.json)."""
+    parser.add_argument("--classifier", default="shapes-classifier", help="feature network of the metrics")
+    parser.add_argument("--images", type=int, default=images, help="images per row (and in the reference set)")
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--seed", type=int, default=0, help="image i is drawn with seed + i")
+    parser.add_argument("--quick", action="store_const", const=quick_images, default=0,
+                        help=f"at most {quick_images} images, results to {name}.quick.json")
+
+
+def num_images(args: argparse.Namespace) -> int:
+    """--images, capped by --quick."""
+    return min(args.images, args.quick) if args.quick else args.images
