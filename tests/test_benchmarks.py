@@ -29,6 +29,26 @@ def test_ar_engine_quick_run():
     assert main(["--quick"]) == 0
 
 
+def test_image_tokenizer_benchmark_on_a_tiny_vq(tmp_path, monkeypatch):
+    """The tokenizer benchmark end to end on a random 32 px VQ (the numbers mean nothing)."""
+    import torch
+
+    from benchmarks import image_tokenizer
+    from tokenizers_visual import VQModel
+
+    torch.manual_seed(0)
+    VQModel(codebook_size=64, codebook_dim=4, encoder_ch=32, decoder_ch=32, encoder_ch_mult=[1, 1, 1],
+            decoder_ch_mult=[1, 1, 1], num_res_blocks=1, z_channels=32).save_pretrained(tmp_path / "vq")
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    args = ["--vq", str(tmp_path / "vq"), "--images", "20", "--size", "32", "--delta", "4", "--quick"]
+    assert image_tokenizer.main(args) == 0
+    result = json.loads((tmp_path / "image_tokenizer.quick.json").read_text())
+    real, recon = result["rows"]
+    assert real["class_accuracy"] >= 0.8  # the classifier knows real images, even at 32 px
+    assert 0 <= recon["class_accuracy"] <= 1 and recon["tokens_per_image"] == 64 and 0 < recon["codebook_usage"] <= 1
+    assert [c["holds"] for c in result["claims"]] == [False, recon["codebook_usage"] >= 0.5]  # random VQ: PSNR low
+
+
 def test_c2i_benchmark_on_a_tiny_pipeline(tmp_path, monkeypatch):
     """The c2i benchmark end to end on a random 32 px pipeline (the numbers mean nothing)."""
     import torch
