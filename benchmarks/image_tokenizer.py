@@ -18,7 +18,7 @@ import sys
 import torch
 
 from benchmarks.common import claim, machine_description, report, write_results
-from benchmarks.images import batches, real_images
+from benchmarks.images import batches, class_accuracy, real_images
 from zoo.metrics.image import codebook_stats, perturb_tokens, psnr, shapes_fid, ssim
 
 
@@ -44,19 +44,15 @@ def main(argv=None) -> int:
     perturbed = perturb_tokens(ids, vq.codebook, args.alpha, args.delta, torch.Generator().manual_seed(0))
     recon_p = torch.cat([vq.decode(b).clamp(-1, 1) for b in batches(perturbed)])
     half = n // 2
-
-    def class_accuracy(images):
-        return torch.cat([classifier(b)["shape"].argmax(-1) for b in batches(images)]).eq(labels).float().mean().item()
-
     stats = codebook_stats(ids, vq.config.codebook_size)
     rows = [
         {"system": "real vs real (disjoint halves)", "shapes_fid": shapes_fid(classifier, batches(real[:half]),
                                                                               batches(real[half:])),
-         "class_accuracy": class_accuracy(real)},
+         "class_accuracy": class_accuracy(classifier, real, labels)},
         {"system": f"{args.vq} reconstructions", "psnr_db": psnr(recon, real), "ssim": ssim(recon, real),
          "shapes_rfid": shapes_fid(classifier, batches(real), batches(recon)),
          f"pfid_alpha{args.alpha}_delta{args.delta}": shapes_fid(classifier, batches(real), batches(recon_p)),
-         "class_accuracy": class_accuracy(recon), "codebook_usage": stats["codebook_usage"], "perplexity": stats["perplexity"],
+         "class_accuracy": class_accuracy(classifier, recon, labels), "codebook_usage": stats["codebook_usage"], "perplexity": stats["perplexity"],
          "tokens_per_image": ids[0].numel(), "codebook_size": vq.config.codebook_size},
     ]
     claims = [claim("reconstructions keep the image (PSNR >= 25 dB)", rows[1]["psnr_db"] >= 25,

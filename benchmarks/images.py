@@ -9,8 +9,8 @@ import argparse
 
 import torch
 
-from zoo.data.shapes import ShapesDataset
-from zoo.metrics.image import precision_recall, shapes_fid, shapes_inception_score
+from zoo.data.shapes import CLASSES, ShapesDataset
+from zoo.metrics.image import attribute_accuracy, precision_recall, shapes_fid, shapes_inception_score
 
 
 def batches(tensor, size: int = 100) -> list:
@@ -31,16 +31,20 @@ def reference_set(classifier, n: int, size: int) -> tuple[torch.Tensor, torch.Te
     return real, torch.cat([classifier.features(b) for b in batches(real)])
 
 
+def class_accuracy(classifier, images: torch.Tensor, labels) -> float:
+    """The share of images in which the classifier reads the wanted shape (class ids `labels`)."""
+    return attribute_accuracy(classifier, images, {"shape": [CLASSES[int(i)] for i in labels]})["shape"]
+
+
 @torch.no_grad()
 def image_metrics(classifier, images, labels, real, real_features) -> dict:
     """Shapes-FID against `real`, Shapes-IS, precision/recall and the share showing the wanted class."""
     features = torch.cat([classifier.features(b) for b in batches(images)])
-    shape_logits = torch.cat([classifier(b)["shape"] for b in batches(images)])
     precision, recall = precision_recall(real_features, features)
     is_mean, is_std = shapes_inception_score(classifier, batches(images))
     return {"shapes_fid": shapes_fid(classifier, batches(real), batches(images)), "shapes_is": is_mean,
             "shapes_is_std": is_std, "precision": precision, "recall": recall,
-            "class_accuracy": (shape_logits.argmax(-1) == torch.as_tensor(labels)).float().mean().item()}
+            "class_accuracy": class_accuracy(classifier, images, labels)}
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser, name: str, images: int, batch_size: int,

@@ -113,8 +113,11 @@ def precision_recall(real_features: torch.Tensor, fake_features: torch.Tensor, k
 
 
 @torch.no_grad()
-def attribute_accuracy(classifier, images: torch.Tensor, expected: dict[str, list]) -> dict[str, float]:
-    """Share of images whose predicted attribute equals the expected one, per attribute given."""
-    predictions = classifier.eval().predict(images)
+def attribute_accuracy(classifier, images: torch.Tensor, expected: dict[str, list],
+                       batch_size: int = 100) -> dict[str, float]:
+    """Share of images whose predicted attribute equals the expected one, per attribute given
+    (e.g. {"shape": ["star", ...]}); the classifier sees `batch_size` images at a time."""
+    classifier.eval()
+    predictions = [p for batch in images.split(batch_size) for p in classifier.predict(batch)]
     return {name: sum(p[name] == e for p, e in zip(predictions, values)) / len(values)
             for name, values in expected.items()}
