@@ -67,7 +67,7 @@ _BUILTINS = [
     Entry("shapes-classifier", "builtin", "Shapes attribute classifier; feature space of Shapes-FID / Shapes-IS "
           "(zoo recipe: zoo train shapes-classifier)", folder="shapes-classifier"),
     Entry("vq-shapes", "builtin", "LlamaGen-style VQ tokenizer for 64x64 Shapes: 16x16 tokens, 4096 codes "
-          "(zoo recipe: zoo train vq-shapes; a short first run)", folder="vq-shapes"),
+          "(zoo recipe: zoo train vq-shapes; version 2, 5,000 steps)", folder="vq-shapes"),
     Entry("llamagen-shapes", "builtin", "Class-conditional LlamaGen-style AR model over vq-shapes tokens "
           "(ARImagePipeline; zoo recipe: zoo train llamagen-shapes)", folder="llamagen-shapes"),
 ]

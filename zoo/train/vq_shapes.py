@@ -69,7 +69,7 @@ def parse(argv):
                    help="learned key/value registers per attention block (0 = LlamaGen)")
     p.add_argument("--norm-groups", type=int, default=8,
                    help="GroupNorm groups. LlamaGen uses 32, but at width 32 that is one channel per group (instance "
-                        "norm), with which the decoder grows a speck beside every shape; 8 does not (at 250 steps)")
+                        "norm), with which the decoder grows a speck beside every shape; with 8 the 5,000-step vq-shapes has none")
     p.add_argument("--ema", type=float, default=None, help="EMA decay of the weights (off by default)")
     p.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
     p.add_argument("--seed", type=int, default=0)
