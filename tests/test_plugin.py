@@ -79,6 +79,13 @@ def test_resave_replaces_atomically(saved_pipeline):
     assert not (folder / "stale.txt").exists() and (folder / "model_index.json").is_file()
 
 
+def test_resave_keeps_the_model_card(saved_pipeline):
+    pipe, folder = saved_pipeline
+    (folder / "README.md").write_text("# my model")
+    pipe.save_pretrained(folder)
+    assert (folder / "README.md").read_text() == "# my model"
+
+
 def test_saved_files_get_ordinary_permissions(saved_pipeline):
     import os
     import stat

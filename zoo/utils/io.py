@@ -84,3 +84,7 @@ class AtomicSaveMixin:
             kwargs.setdefault("repo_id", save_directory.name)  # not the temporary folder's name
         with atomic_directory(save_directory) as tmp:
             super().save_pretrained(tmp, *args, **kwargs)
+            # the new folder replaces the old one whole; keep its model card as diffusers' in-place save does
+            card = save_directory / "README.md"
+            if card.is_file() and not (tmp / "README.md").exists():
+                shutil.copy2(card, tmp / "README.md")
