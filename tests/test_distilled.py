@@ -19,6 +19,7 @@ def test_student_starts_from_the_teacher(teacher):
         assert all(torch.equal(theirs[k], ours[k]) for k in theirs)
     assert student.backbone.config.input_dim == 4 and student.backbone.config.class_dropout_prob == 0
     assert not hasattr(student.backbone, "token_embedding")
+    assert not any(k.startswith("_") for k in student.config.backbone_config)  # no teacher path saved
 
 
 def test_outputs_are_causal_and_depend_on_the_data_flag(teacher):
@@ -150,10 +151,11 @@ def test_distilled_benchmark_on_tiny_pipelines(teacher, tmp_path, monkeypatch):
                           noise_input=noise_input).save_pretrained(tmp_path / name)
     monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
     assert distilled.main(["--teacher", str(tmp_path / "teacher"), "--dd", str(tmp_path / "dd"), "--naive",
-                           str(tmp_path / "naive"), "--images", "20", "--quick"]) == 0
+                           str(tmp_path / "naive"), "--images", "20", "--latency-repeats", "1", "--quick"]) == 0
     result = json.loads((tmp_path / "distilled.quick.json").read_text())
     assert [r["steps"] for r in result["rows"]] == [64, 1, 2, 1] and result["rows"][0]["speedup"] == 1.0
-    assert len(result["claims"]) == 3
+    assert len(result["claims"]) == 4 and result["rows"][0]["generation_speedup"] == 1.0
+    assert all(r["generation_images_per_s"] >= r["images_per_s"] and r["latency_s"] > 0 for r in result["rows"])
 
 
 def test_teacher_involved_mode(teacher):
@@ -174,3 +176,18 @@ def test_teacher_involved_mode(teacher):
     assert (last[:, :10, None] - pipe.vqvae.codebook).abs().sum(-1).min(-1).values.max() < 1e-6  # teacher codewords
     with pytest.raises(ValueError, match="teacher_start must lie"):
         pipe(class_labels=[1], teacher_start=10)
+
+
+def test_builtin_dd_shapes_generates_offline(offline):
+    import zoo
+    from pipelines import DistilledPipeline
+    from weights_registry import get_entry
+
+    entry = get_entry("dd-shapes")
+    assert entry.kind == "builtin" and (entry.path / "README.md").is_file()
+    pipe = zoo.load("dd-shapes")
+    assert type(pipe) is DistilledPipeline and pipe.student.dtype == torch.float32
+    assert pipe.config.class_names[0] == "circle" and pipe.config.noise_input
+    one, two = (pipe(class_labels=["star"], num_inference_steps=n, output_type="np",
+                     generator=torch.Generator().manual_seed(0)).images for n in (1, 2))
+    assert one.shape == two.shape == (1, 64, 64, 3)

@@ -70,6 +70,8 @@ _BUILTINS = [
           "(zoo recipe: zoo train vq-shapes; version 2, 5,000 steps)", folder="vq-shapes"),
     Entry("llamagen-shapes", "builtin", "Class-conditional LlamaGen-style AR model over vq-shapes tokens "
           "(ARImagePipeline; zoo recipe: zoo train llamagen-shapes)", folder="llamagen-shapes"),
+    Entry("dd-shapes", "builtin", "One/two-step Distilled Decoding student of llamagen-shapes "
+          "(DistilledPipeline; zoo recipe: zoo train dd-shapes; a short first run)", folder="dd-shapes"),
 ]
 
 CATALOGUE: dict[str, Entry] = {e.name: e for e in _BUILTINS + _ENTRIES}

@@ -68,7 +68,8 @@ class DDTransformer(AtomicSaveMixin, ModelMixin, ConfigMixin):
         """A student whose class embedding, blocks, final norm and logits head are the teacher's."""
         if teacher.config.input_dim is not None:
             raise ValueError("the teacher must be a token model (input_dim=None).")
-        student = cls(backbone_config=dict(teacher.config), codebook_dim=codebook_dim)
+        backbone_config = {k: v for k, v in teacher.config.items() if not k.startswith("_")}  # no class/path keys
+        student = cls(backbone_config=backbone_config, codebook_dim=codebook_dim)
         own = student.backbone
         own.class_embedding.load_state_dict(teacher.class_embedding.state_dict())
         own.blocks.load_state_dict(teacher.blocks.state_dict())
