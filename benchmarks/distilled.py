@@ -14,14 +14,14 @@ one-step baseline far worse (paper: FID 220.2 against DD's 11.35).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 
 import torch
 
 from benchmarks.common import claim, machine_description, report, write_results
-from benchmarks.images import add_sampling_arguments, image_metrics, num_images, reference_set
+from benchmarks.images import (add_sampling_arguments, image_metrics, latency_seconds, num_images,
+                               reference_set)
 from zoo.metrics.sampling import sample_images
 
 
@@ -34,19 +34,6 @@ def decode_seconds(vqvae, num_images: int, grid: tuple[int, int], batch_size: in
     for chunk in ids.split(batch_size):
         vqvae.decode(chunk)
     return time.perf_counter() - start
-
-
-@torch.no_grad()
-def latency_seconds(pipe, label: int, repeats: int, **call_kwargs) -> float:
-    """Median seconds for one image at batch 1, decoding included: the wait of one user, where AR
-    decoding is bound by per-step latency rather than by arithmetic."""
-    pipe.set_progress_bar_config(disable=True)
-    times = []
-    for i in range(repeats):
-        start = time.perf_counter()
-        pipe(class_labels=[label], generator=torch.Generator().manual_seed(i), output_type="pt", **call_kwargs)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 @torch.no_grad()

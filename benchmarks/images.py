@@ -6,6 +6,8 @@ All features come from `shapes-classifier`: the figures are Shapes-FID / Shapes-
 from __future__ import annotations
 
 import argparse
+import statistics
+import time
 
 import torch
 
@@ -45,6 +47,19 @@ def image_metrics(classifier, images, labels, real, real_features) -> dict:
     return {"shapes_fid": shapes_fid(classifier, batches(real), batches(images)), "shapes_is": is_mean,
             "shapes_is_std": is_std, "precision": precision, "recall": recall,
             "class_accuracy": class_accuracy(classifier, images, labels)}
+
+
+@torch.no_grad()
+def latency_seconds(pipe, label: int, repeats: int, **call_kwargs) -> float:
+    """Median seconds for one image at batch 1, decoding included: the wait of one user, where AR
+    decoding is bound by per-step latency rather than by arithmetic."""
+    pipe.set_progress_bar_config(disable=True)
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        pipe(class_labels=[label], generator=torch.Generator().manual_seed(i), output_type="pt", **call_kwargs)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser, name: str, images: int, batch_size: int,

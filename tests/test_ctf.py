@@ -187,10 +187,11 @@ def test_ctf_benchmark_on_tiny_pipelines(tmp_path, monkeypatch):
                     mask_fine_logits=False).save_pretrained(tmp_path / name)
     monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
     assert ctf.main(["--baseline", str(tmp_path / "base"), "--ctf", str(tmp_path / "ctf"), "--ablation",
-                     f"random={tmp_path / 'random'}", "--images", "20", "--quick"]) == 0
+                     f"random={tmp_path / 'random'}", "--latency-repeats", "1", "--images", "20", "--quick"]) == 0
     result = json.loads((tmp_path / "ctf.quick.json").read_text())
     rows = result["rows"]
     assert len(rows) == 5 and rows[0]["system"].endswith("(baseline)") and "aux_params_m" not in rows[0]
     assert [r["mask_fine_logits"] for r in rows[1:]] == [False, True, False, True]
-    assert rows[3]["cluster_method"] == "random" and all(r["images_per_s"] > 0 for r in rows)
+    assert rows[3]["cluster_method"] == "random" and all(r["images_per_s"] > 0 and r["latency_s"] > 0 for r in rows)
     assert len(result["claims"]) == 3
+
