@@ -187,11 +187,29 @@ def test_ctf_benchmark_on_tiny_pipelines(tmp_path, monkeypatch):
                     mask_fine_logits=False).save_pretrained(tmp_path / name)
     monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
     assert ctf.main(["--baseline", str(tmp_path / "base"), "--ctf", str(tmp_path / "ctf"), "--ablation",
-                     f"random={tmp_path / 'random'}", "--latency-repeats", "1", "--images", "20", "--quick"]) == 0
+                     f"random={tmp_path / 'random'}", "--latency-repeats", "1", "--baseline-cfg", "1.0", "2.0",
+                     "--images", "20", "--quick"]) == 0
     result = json.loads((tmp_path / "ctf.quick.json").read_text())
     rows = result["rows"]
-    assert len(rows) == 5 and rows[0]["system"].endswith("(baseline)") and "aux_params_m" not in rows[0]
-    assert [r["mask_fine_logits"] for r in rows[1:]] == [False, True, False, True]
-    assert rows[3]["cluster_method"] == "random" and all(r["images_per_s"] > 0 and r["latency_s"] > 0 for r in rows)
+    assert len(rows) == 6 and [r["cfg"] for r in rows] == [1.0, 2.0, 2.0, 2.0, 2.0, 2.0]
+    assert all(r["system"].endswith("(baseline)") and "aux_params_m" not in r for r in rows[:2])
+    assert [r["mask_fine_logits"] for r in rows[2:]] == [False, True, False, True]
+    assert rows[4]["cluster_method"] == "random" and all(r["images_per_s"] > 0 and r["latency_s"] > 0 for r in rows)
     assert len(result["claims"]) == 3
 
+
+def test_builtin_ctf_shapes_generates_offline(offline, tmp_path):
+    from PIL import Image
+
+    from weights_registry import get_entry
+    from zoo.cli import main
+
+    entry = get_entry("ctf-shapes")
+    assert entry.kind == "builtin" and (entry.path / "README.md").is_file()
+    pipe = zoo.load("ctf-shapes")
+    assert type(pipe) is CTFPipeline and pipe.transformer.dtype == pipe.refiner.dtype == torch.float32
+    assert pipe.config.class_names[5] == "star" and pipe.clusters.config.codebook_size == 4096
+    assert pipe.config.mask_fine_logits and pipe.transformer.config.vocab_size == pipe.clusters.config.num_clusters
+    assert main(["generate", "ctf-shapes", "--class", "3", "--num", "2", "--seed", "0",
+                 "--out", str(tmp_path / "grid.png")]) == 0
+    assert Image.open(tmp_path / "grid.png").size[1] == 64

@@ -70,6 +70,8 @@ _BUILTINS = [
           "(zoo recipe: zoo train vq-shapes; version 2, 5,000 steps)", folder="vq-shapes"),
     Entry("llamagen-shapes", "builtin", "Class-conditional LlamaGen-style AR model over vq-shapes tokens "
           "(ARImagePipeline; zoo recipe: zoo train llamagen-shapes)", folder="llamagen-shapes"),
+    Entry("ctf-shapes", "builtin", "Coarse-to-fine (CTF) class-conditional AR model over vq-shapes tokens: 128 "
+          "coarse labels, then one refiner pass (CTFPipeline; zoo recipe: zoo train ctf-shapes)", folder="ctf-shapes"),
     Entry("dd-shapes", "builtin", "One/two-step Distilled Decoding student of llamagen-shapes "
           "(DistilledPipeline; zoo recipe: zoo train dd-shapes; a short first run)", folder="dd-shapes"),
 ]
