@@ -38,6 +38,18 @@ def test_fid_is_and_precision_recall_mechanics(classifier, images):
     assert precision_recall(feats, far) == (0.0, 0.0)
 
 
+def test_inception_score_is_finite_for_a_saturated_classifier(images):
+    class Saturated(torch.nn.Module):  # one-hot decisions with logits far outside float32's exp range
+        config = None
+
+        def forward(self, x):
+            labels = torch.arange(len(x)) % 3  # three of ten classes ever seen
+            return {"shape": torch.nn.functional.one_hot(labels, 10).float() * 4000 - 2000}
+
+    mean, _ = shapes_inception_score(Saturated(), [images], splits=1)
+    assert mean == pytest.approx(3.0, rel=1e-4)
+
+
 def test_classifier_accepts_any_resolution_and_uint8(classifier, images):
     assert classifier(images)["shape"].shape == (48, 10)
     big = torch.nn.functional.interpolate(images, size=(96, 96))

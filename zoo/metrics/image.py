@@ -65,12 +65,19 @@ class _Features(nn.Module):
 
 
 class _ShapeLogits(nn.Module):
+    """The shape head as log-probabilities floored at LOG_PROB_FLOOR: a confident classifier puts
+    probabilities below float32's range (its logits can span thousands), and a class whose mean
+    probability in a split is exactly 0 makes torchmetrics' KL 0 * inf = nan. The floor (1e-26) moves
+    the score by far less than its printed precision."""
+
+    LOG_PROB_FLOOR = -60.0
+
     def __init__(self, classifier):
         super().__init__()
         self.classifier = classifier
 
     def forward(self, images):
-        return self.classifier(images)["shape"]
+        return self.classifier(images)["shape"].float().log_softmax(-1).clamp(min=self.LOG_PROB_FLOOR)
 
 
 @torch.no_grad()
