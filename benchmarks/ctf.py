@@ -82,7 +82,8 @@ def main(argv=None) -> int:
             start = time.perf_counter()
             images = sample_images(pipe, labels.tolist(), args.batch_size, args.seed, guidance_scale=cfg, **kwargs)
             seconds = time.perf_counter() - start
-            latency = latency_seconds(pipe, int(labels[0]), args.latency_repeats, guidance_scale=cfg, **kwargs)
+            latency = latency_seconds(pipe, args.latency_repeats, class_labels=[int(labels[0])],
+                                       guidance_scale=cfg, **kwargs)
             rows.append({**describe(label, pipe), "cfg": cfg,
                          **image_metrics(classifier, images, labels, real, real_features),
                          "images_per_s": n / seconds, "latency_s": latency})

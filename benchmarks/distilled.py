@@ -67,7 +67,7 @@ def main(argv=None) -> int:
         images = sample_images(pipe, labels, args.batch_size, args.seed, **kwargs)
         seconds = time.perf_counter() - start
         metrics = image_metrics(classifier, images, torch.tensor(labels), real, real_features)
-        latency = latency_seconds(pipe, labels[0], args.latency_repeats, **kwargs)
+        latency = latency_seconds(pipe, args.latency_repeats, class_labels=[labels[0]], **kwargs)
         rows.append({"system": name, "steps": steps, **metrics, "images_per_s": n / seconds, "latency_s": latency})
     decoding = decode_seconds(teacher.vqvae, n, tuple(teacher.transformer.config.grid_size), args.batch_size)
     for row in rows:  # rows[0], the teacher, comes first

@@ -50,14 +50,15 @@ def image_metrics(classifier, images, labels, real, real_features) -> dict:
 
 
 @torch.no_grad()
-def latency_seconds(pipe, label: int, repeats: int, **call_kwargs) -> float:
+def latency_seconds(pipe, repeats: int, **call_kwargs) -> float:
     """Median seconds for one image at batch 1, decoding included: the wait of one user, where AR
-    decoding is bound by per-step latency rather than by arithmetic."""
+    decoding is bound by per-step latency rather than by arithmetic. `call_kwargs` hold the one
+    condition (class_labels=[3] or prompt="...") and the sampling settings."""
     pipe.set_progress_bar_config(disable=True)
     times = []
     for i in range(repeats):
         start = time.perf_counter()
-        pipe(class_labels=[label], generator=torch.Generator().manual_seed(i), output_type="pt", **call_kwargs)
+        pipe(generator=torch.Generator().manual_seed(i), output_type="pt", **call_kwargs)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

@@ -201,8 +201,12 @@ def test_token_shuffle_benchmark_on_tiny_pipelines(tmp_path, monkeypatch):
         TokenShufflePipeline(transformer=model, tokenizer=tokenizer, vqvae=vq).save_pretrained(tmp_path / f"s{window}")
     monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
     assert token_shuffle.main(["--pipelines", f"s1={tmp_path / 's1'}", f"s2={tmp_path / 's2'}", "--images", "8",
-                               "--batch-size", "4", "--quick"]) == 0
+                               "--batch-size", "4", "--latency-repeats", "1", "--cost-size", "64", "--quick"]) == 0
     result = json.loads((tmp_path / "token_shuffle.quick.json").read_text())
-    assert [r["ar_steps"] for r in result["rows"]] == [64, 16] and result["rows"][0]["resolution"] == "32x32"
-    assert all(0 <= r["alignment"] <= r["shape_accuracy"] <= 1 for r in result["rows"])
-    assert len(result["claims"]) == 3 and result["claims"][0]["holds"]
+    measured, cost = result["rows"][:2], result["rows"][2:]
+    assert [r["ar_steps"] for r in measured] == [64, 16] and measured[0]["resolution"] == "32x32"
+    assert all(0 <= r["alignment"] <= r["shape_accuracy"] <= 1 and r["latency_s"] > 0 for r in measured)
+    assert [(r["window"], r["ar_steps"], r["resolution"]) for r in cost] == [(1, 256, "64x64"), (2, 64, "64x64"),
+                                                                             (4, 16, "64x64")]
+    assert all(r["train_step_s"] > 0 and "shapes_fid" not in r for r in cost)
+    assert len(result["claims"]) == 4 and result["claims"][0]["holds"]
