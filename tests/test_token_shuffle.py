@@ -203,10 +203,30 @@ def test_token_shuffle_benchmark_on_tiny_pipelines(tmp_path, monkeypatch):
     assert token_shuffle.main(["--pipelines", f"s1={tmp_path / 's1'}", f"s2={tmp_path / 's2'}", "--images", "8",
                                "--batch-size", "4", "--latency-repeats", "1", "--cost-size", "64", "--quick"]) == 0
     result = json.loads((tmp_path / "token_shuffle.quick.json").read_text())
-    measured, cost = result["rows"][:2], result["rows"][2:]
+    references, measured, cost = result["rows"][:2], result["rows"][2:4], result["rows"][4:]
+    assert [r["system"] for r in references] == ["real test images", "vq reconstructions"]
+    assert references[0]["alignment"] > measured[0]["alignment"] and "shapes_fid" in references[1]
     assert [r["ar_steps"] for r in measured] == [64, 16] and measured[0]["resolution"] == "32x32"
     assert all(0 <= r["alignment"] <= r["shape_accuracy"] <= 1 and r["latency_s"] > 0 for r in measured)
     assert [(r["window"], r["ar_steps"], r["resolution"]) for r in cost] == [(1, 256, "64x64"), (2, 64, "64x64"),
                                                                              (4, 16, "64x64")]
     assert all(r["train_step_s"] > 0 and "shapes_fid" not in r for r in cost)
     assert len(result["claims"]) == 4 and result["claims"][0]["holds"]
+
+
+def test_builtin_token_shuffle_shapes_generates_offline(offline, tmp_path):
+    import zoo
+    from PIL import Image
+
+    from pipelines import TokenShufflePipeline
+    from weights_registry import get_entry
+    from zoo.cli import main
+
+    entry = get_entry("token-shuffle-shapes")
+    assert entry.kind == "builtin" and (entry.path / "README.md").is_file()
+    pipe = zoo.load("token-shuffle-shapes")
+    assert type(pipe) is TokenShufflePipeline and pipe.transformer.dtype == torch.float32
+    assert pipe.transformer.window == 2 and pipe.default_size == (128, 128) and pipe.transformer.num_windows == 256
+    assert main(["generate", "token-shuffle-shapes", "--prompt", "a large red star in the center on a blue plain "
+                 "background", "--num", "1", "--seed", "0", "--out", str(tmp_path / "grid.png")]) == 0
+    assert Image.open(tmp_path / "grid.png").size == (128, 128)
