@@ -72,6 +72,9 @@ _BUILTINS = [
           "(ARImagePipeline; zoo recipe: zoo train llamagen-shapes)", folder="llamagen-shapes"),
     Entry("ctf-shapes", "builtin", "Coarse-to-fine (CTF) class-conditional AR model over vq-shapes tokens: 128 "
           "coarse labels, then one refiner pass (CTFPipeline; zoo recipe: zoo train ctf-shapes)", folder="ctf-shapes"),
+    Entry("token-shuffle-shapes", "builtin", "Token-Shuffle text-to-image on Shapes captions at 128x128: 2x2 "
+          "vq-shapes tokens per AR step, 256 steps for 32x32 tokens (TokenShufflePipeline; zoo recipe: "
+          "zoo train token-shuffle-shapes --window 2; a short first run)", folder="token-shuffle-shapes"),
     Entry("dd-shapes", "builtin", "One/two-step Distilled Decoding student of llamagen-shapes "
           "(DistilledPipeline; zoo recipe: zoo train dd-shapes; a short first run)", folder="dd-shapes"),
 ]
