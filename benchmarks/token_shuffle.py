@@ -97,6 +97,19 @@ def reference_rows(classifier, vq, real: torch.Tensor, specs) -> list[dict]:
              **alignment(classifier, reconstructed, specs)}]
 
 
+MEASURABLE_ALIGNMENT = 0.1  # chance is about 0.001 (10 shapes x 10 colours x 9 positions)
+
+
+def alignment_claim(s1: dict, s2: dict) -> dict:
+    """The paper's quality claim, judged only when s = 1 follows the prompts measurably: two models that
+    both miss every prompt are not "close" in any sense that the claim means."""
+    evidence = f"{s2['alignment']:.3f} vs {s1['alignment']:.3f}"
+    if s1["alignment"] < MEASURABLE_ALIGNMENT:
+        evidence += f" (not measurable: s=1 follows under {MEASURABLE_ALIGNMENT:.0%} of the prompts)"
+    return claim("s=2 prompt alignment is close to s=1 (within 0.05)",
+                 s1["alignment"] >= MEASURABLE_ALIGNMENT and s2["alignment"] >= s1["alignment"] - 0.05, evidence)
+
+
 def alignment(classifier, images: torch.Tensor, specs) -> dict[str, float]:
     predictions = [p for b in batches(images) for p in classifier.predict(b)]
     hits = {name: [p[name] == getattr(s, name) for p, s in zip(predictions, specs)] for name in ALIGNED}
@@ -161,8 +174,7 @@ def main(argv=None) -> int:
             claim("s=2 samples at least 3x faster than s=1", s2["images_per_s"] >= 3 * s1["images_per_s"],
                   f"{s2['images_per_s'] / s1['images_per_s']:.2f}x images/s at batch {args.batch_size}, "
                   f"{s1['latency_s'] / s2['latency_s']:.2f}x at batch 1"),
-            claim("s=2 prompt alignment is close to s=1 (within 0.05)", s2["alignment"] >= s1["alignment"] - 0.05,
-                  f"{s2['alignment']:.3f} vs {s1['alignment']:.3f}")]
+            alignment_claim(s1, s2)]
     cost = {row["window"]: row for row in rows if "window" in row and "images_per_s" not in row}
     if cost:
         claims.append(claim(f"at {args.cost_size} px s=2 samples at least 3x faster than s=1 (batch 1)",

@@ -230,3 +230,12 @@ def test_builtin_token_shuffle_shapes_generates_offline(offline, tmp_path):
     assert main(["generate", "token-shuffle-shapes", "--prompt", "a large red star in the center on a blue plain "
                  "background", "--num", "1", "--seed", "0", "--out", str(tmp_path / "grid.png")]) == 0
     assert Image.open(tmp_path / "grid.png").size == (128, 128)
+
+
+def test_alignment_claim_needs_a_model_that_follows_prompts():
+    from benchmarks.token_shuffle import alignment_claim
+
+    assert alignment_claim({"alignment": 0.5}, {"alignment": 0.47})["holds"]
+    assert not alignment_claim({"alignment": 0.5}, {"alignment": 0.4})["holds"]
+    vacuous = alignment_claim({"alignment": 0.003}, {"alignment": 0.0})
+    assert not vacuous["holds"] and "not measurable" in vacuous["evidence"]
