@@ -5,7 +5,7 @@ from __future__ import annotations
 from diffusers import DiffusionPipeline
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
-from zoo.ar import generate
+from zoo.ar import NextTokenStep, generate
 from zoo.hub import import_component_modules, resolve
 from zoo.utils.io import AtomicSaveMixin
 
@@ -50,10 +50,12 @@ class ZooPipeline(AtomicSaveMixin, DiffusionPipeline):
 
     def generate_tokens(self, num_tokens: int, callback_on_step_end=None, model=None, **generate_kwargs):
         """`zoo.ar.generate` on `model` (default self.transformer) with the pipeline's progress bar (one
-        tick per token) and diffusers' `callback_on_step_end(pipe, step, None, {"tokens": tokens_so_far})`."""
-        with self.progress_bar(total=num_tokens) as bar:
+        tick per AR step: a Token-Shuffle step emits a window) and diffusers'
+        `callback_on_step_end(pipe, step, None, {"tokens": tokens_so_far})`."""
+        step = generate_kwargs.get("step") or NextTokenStep()
+        with self.progress_bar(total=step.num_steps(num_tokens)) as bar:
             def on_step(i, tokens):
-                bar.update(tokens.shape[1] - bar.n)
+                bar.update(step.num_steps(tokens.shape[1]) - bar.n)  # given prompt tokens count as done
                 if callback_on_step_end is not None:
                     callback_on_step_end(self, i, None, {"tokens": tokens})
 
