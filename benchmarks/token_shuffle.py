@@ -184,11 +184,11 @@ def main(argv=None) -> int:
     command = " ".join(["python benchmarks/token_shuffle.py", *(sys.argv[1:] if argv is None else argv)])
     path = write_results("token_shuffle", command, machine_description(2), rows, claims, quick=bool(args.quick),
                          columns=["system", "window", "resolution", "ar_steps", "images_per_s", "latency_s",
-                                  "train_step_s",
-                                  "shapes_fid", "alignment", "shape_accuracy", "color_accuracy", "position_accuracy"],
+                                  "train_step_s", "shapes_fid", "alignment", "shape_accuracy", "color_accuracy",
+                                  "position_accuracy"],
                          notes=f"{n} Shapes test captions per row; CFG {args.cfg} ({args.cfg_schedule}); batch "
-                               f"{args.batch_size}; latency_s: one image at batch 1 (median of {args.latency_repeats}); "
-                               f"features and attributes read by `{args.classifier}`."
+                               f"{args.batch_size}; latency_s: one image at batch 1 (median of "
+                               f"{args.latency_repeats}); features and attributes read by `{args.classifier}`."
                                + (f" Cost rows: training steps of {args.cost_batch_size} sequences."
                                   if args.cost_size else ""))
     report(rows, claims, path)
