@@ -136,16 +136,18 @@ def main(argv=None) -> int:
         raise SystemExit("--pipelines takes NAME=PIPELINE pairs, e.g. s2=token-shuffle-shapes.")
     torch.set_num_threads(2)
     classifier = zoo.load(args.classifier).eval()
-    rows, reference = [], {}
+    reference, references, measured, first = {}, [], [], None
     for spec in args.pipelines:
         name, source = spec.split("=", 1)
         pipe = zoo.load(source)
+        if first is None:
+            first = pipe
         height, width = pipe.default_size
         if (height, width) not in reference:
             data = ShapesDataset("test", size=height, length=n)
             reference[height, width] = (torch.stack([data[i]["image"] for i in range(n)]),
                                         [data.spec(i) for i in range(n)])
-            rows += reference_rows(classifier, pipe.vqvae, *reference[height, width])
+            references += reference_rows(classifier, pipe.vqvae, *reference[height, width])
         real, specs = reference[height, width]
         start = time.perf_counter()
         images = sample_images(pipe, [s.caption for s in specs], args.batch_size, args.seed, condition="prompt",
@@ -153,19 +155,16 @@ def main(argv=None) -> int:
         seconds = time.perf_counter() - start
         latency = latency_seconds(pipe, args.latency_repeats, prompt=specs[0].caption, guidance_scale=args.cfg,
                                   cfg_schedule=args.cfg_schedule)
-        rows.append({"system": name, "window": pipe.transformer.window, "resolution": f"{height}x{width}",
-                     "ar_steps": pipe.transformer.num_windows, "images_per_s": n / seconds, "latency_s": latency,
-                     "train_step_s": training_step_seconds(source),
-                     "shapes_fid": shapes_fid(classifier, batches(real), batches(images)),
-                     **alignment(classifier, images, specs)})
-
-    if args.cost_size:
-        first = zoo.load(args.pipelines[0].split("=", 1)[1])
-        rows += cost_rows(first, args.cost_size, (1, 2, 4), args.cost_batch_size, prompt=specs[0].caption,
-                          guidance_scale=args.cfg, cfg_schedule=args.cfg_schedule)
+        measured.append({"system": name, "window": pipe.transformer.window, "resolution": f"{height}x{width}",
+                         "ar_steps": pipe.transformer.num_windows, "images_per_s": n / seconds, "latency_s": latency,
+                         "train_step_s": training_step_seconds(source),
+                         "shapes_fid": shapes_fid(classifier, batches(real), batches(images)),
+                         **alignment(classifier, images, specs)})
+    costs = cost_rows(first, args.cost_size, (1, 2, 4), args.cost_batch_size, prompt=specs[0].caption,
+                      guidance_scale=args.cfg, cfg_schedule=args.cfg_schedule) if args.cost_size else []
 
     claims = []
-    by_window = {row["window"]: row for row in rows if "images_per_s" in row}
+    by_window = {row["window"]: row for row in measured}
     if 1 in by_window and 2 in by_window:
         s1, s2 = by_window[1], by_window[2]
         claims += [
@@ -175,12 +174,13 @@ def main(argv=None) -> int:
                   f"{s2['images_per_s'] / s1['images_per_s']:.2f}x images/s at batch {args.batch_size}, "
                   f"{s1['latency_s'] / s2['latency_s']:.2f}x at batch 1"),
             alignment_claim(s1, s2)]
-    cost = {row["window"]: row for row in rows if "window" in row and "images_per_s" not in row}
+    cost = {row["window"]: row for row in costs}
     if cost:
         claims.append(claim(f"at {args.cost_size} px s=2 samples at least 3x faster than s=1 (batch 1)",
                             cost[1]["latency_s"] >= 3 * cost[2]["latency_s"],
                             f"{cost[1]['latency_s']:.1f} s vs {cost[2]['latency_s']:.1f} s per image, "
                             f"{cost[1]['train_step_s']:.1f} s vs {cost[2]['train_step_s']:.1f} s per training step"))
+    rows = references + measured + costs
     command = " ".join(["python benchmarks/token_shuffle.py", *(sys.argv[1:] if argv is None else argv)])
     path = write_results("token_shuffle", command, machine_description(2), rows, claims, quick=bool(args.quick),
                          columns=["system", "window", "resolution", "ar_steps", "images_per_s", "latency_s",
