@@ -18,7 +18,8 @@ import time
 import torch
 
 from benchmarks.common import claim, machine_description, report, write_results
-from benchmarks.images import add_sampling_arguments, batches, image_metrics, num_images, real_images, reference_set
+from benchmarks.images import (add_sampling_arguments, image_metrics, num_images, real_images,
+                               reconstructions, reference_set)
 from zoo.metrics.sampling import sample_images
 from zoo.utils.distributed import cpu_processes
 
@@ -44,7 +45,7 @@ def main(argv=None) -> int:
 
     real, real_features = reference_set(classifier, n, size)
     held_out, held_out_labels = real_images("validation", n, size)
-    recon = torch.cat([pipe.vqvae.decode(pipe.vqvae.encode(b)).clamp(-1, 1) for b in batches(held_out)])
+    recon = reconstructions(pipe.vqvae, held_out)
     rows = [{"system": "real images (validation split)", **image_metrics(classifier, held_out, held_out_labels, real,
                                                                        real_features)},
             {"system": "tokenizer reconstructions", **image_metrics(classifier, recon, held_out_labels, real,

@@ -27,6 +27,12 @@ def real_images(split: str, n: int, size: int) -> tuple[torch.Tensor, torch.Tens
 
 
 @torch.no_grad()
+def reconstructions(vq, images: torch.Tensor) -> torch.Tensor:
+    """The tokenizer's reconstructions (encode, decode, clamp) of images [N, 3, H, W] in [-1, 1]."""
+    return torch.cat([vq.decode(vq.encode(b.to(vq.device))).clamp(-1, 1).cpu() for b in batches(images)])
+
+
+@torch.no_grad()
 def reference_set(classifier, n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The reference of every sample metric: n Shapes test images and their classifier features."""
     real, _ = real_images("test", n, size)

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import claim, machine_description, report, write_results
-from benchmarks.images import add_sampling_arguments, batches, latency_seconds, num_images
+from benchmarks.images import add_sampling_arguments, batches, latency_seconds, num_images, reconstructions
 from zoo.data.shapes import ShapesDataset
 from zoo.metrics.image import shapes_fid
 from zoo.metrics.sampling import sample_images
@@ -89,7 +89,7 @@ def cost_rows(pipe, size: int, windows, batch_size: int, **call_kwargs) -> list[
 def reference_rows(classifier, vq, real: torch.Tensor, specs) -> list[dict]:
     """The metrics on the real test images and on their reconstructions by the tokenizer: how well the
     classifier reads the prompts at this size, and the ceiling of any generator over this tokenizer."""
-    reconstructed = torch.cat([vq.decode(vq.encode(b.to(vq.device))).clamp(-1, 1).cpu() for b in batches(real, 50)])
+    reconstructed = reconstructions(vq, real)
     resolution = f"{real.shape[-2]}x{real.shape[-1]}"
     return [{"system": "real test images", "resolution": resolution, **alignment(classifier, real, specs)},
             {"system": "vq reconstructions", "resolution": resolution,
