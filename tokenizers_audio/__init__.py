@@ -1,1 +1,5 @@
-"""Audio tokenizers: the streaming neural codec and semantic tokenizers (filled by their issues)."""
+"""Audio tokenizers: the streaming neural speech codec (Mimi layout, X-Codec semantic branch)."""
+
+from .codec import SpeechCodec
+
+__all__ = ["SpeechCodec"]

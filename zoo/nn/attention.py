@@ -56,20 +56,29 @@ class Attention(nn.Module):
         is_causal: bool = False,
         kv_len: int | None = None,  # attend to cache positions [0, kv_len) only (eager decoding)
     ) -> torch.Tensor:
+        q, k, v = self.heads(x, rope)
+        if input_pos is not None:  # decoding: write the new positions, attend over the cache (up to kv_len)
+            k, v = self.kv_cache.update(input_pos, k, v)
+            if kv_len is not None:
+                k, v = k[:, :, :kv_len], v[:, :, :kv_len]
+        return self.attend(q, k, v, mask, is_causal)
+
+    def heads(self, x: torch.Tensor, rope: torch.Tensor | None):
+        """x [B, T, dim] -> q [B, H, T, Dh], k and v [B, Hkv, T, Dh], q and k rotated by `rope`."""
         B, T, _ = x.shape
         H, Hkv, Dh = self.num_heads, self.num_kv_heads, self.head_dim
         qk, v = self.qkv(x).split([(H + Hkv) * Dh, Hkv * Dh], dim=-1)
         qk = qk.view(B, T, H + Hkv, Dh)
         if rope is not None:
             qk = apply_rope(qk, rope)
-        q, k = qk.transpose(1, 2).split([H, Hkv], dim=1)  # [B, H, T, Dh], [B, Hkv, T, Dh]
-        v = v.view(B, T, Hkv, Dh).transpose(1, 2)
-        if input_pos is not None:  # decoding: write the new positions, attend over the cache (up to kv_len)
-            k, v = self.kv_cache.update(input_pos, k, v)
-            if kv_len is not None:
-                k, v = k[:, :, :kv_len], v[:, :, :kv_len]
+        q, k = qk.transpose(1, 2).split([H, Hkv], dim=1)
+        return q, k, v.view(B, T, Hkv, Dh).transpose(1, 2)
+
+    def attend(self, q, k, v, mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        """Scaled dot-product attention of q over (k, v), then the output projection: [B, T, dim]."""
+        B, H, T, Dh = q.shape
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=H != Hkv,
+            q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=H != self.num_kv_heads,
             dropout_p=self.dropout if self.training else 0.0,
         )
         return self.proj(out.transpose(1, 2).reshape(B, T, H * Dh))

@@ -1,6 +1,9 @@
-"""Quantizers shared by zoo's tokenizers. This file: the nearest-codeword vector quantizer."""
+"""Quantizers shared by zoo's tokenizers: the nearest-codeword VQ (images), EMA codebooks with
+residual and split-residual quantisation (the speech codec)."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -95,3 +98,206 @@ class VectorQuantizer(nn.Module):
         probs = usage / usage.sum().clamp(min=1)
         entropy = -(probs[probs > 0] * probs[probs > 0].log()).sum()
         return {"codebook_usage": (usage > 0).float().mean().item(), "perplexity": entropy.exp().item()}
+
+
+def kmeans(samples: torch.Tensor, num_clusters: int, iters: int = 50, generator: torch.Generator | None = None):
+    """Lloyd's k-means on samples [N, D] -> (centroids [K, D], cluster sizes [K]); empty clusters are
+    re-seeded from random samples at every iteration (EnCodec's / Mimi's codebook initialisation)."""
+
+    def sample(num):
+        if len(samples) >= num:
+            return samples[torch.randperm(len(samples), generator=generator, device=samples.device)[:num]]
+        return samples[torch.randint(len(samples), (num,), generator=generator, device=samples.device)]
+
+    centroids, sizes = sample(num_clusters), None
+    for _ in range(iters):
+        ids = torch.cdist(samples[None], centroids[None])[0].argmin(-1)
+        sizes = torch.bincount(ids, minlength=num_clusters)
+        sums = torch.zeros_like(centroids).index_add_(0, ids, samples)
+        centroids = torch.where((sizes == 0)[:, None], sample(num_clusters), sums / sizes.clamp(min=1)[:, None])
+    return centroids, sizes
+
+
+class EMACodebook(nn.Module):
+    """A Euclidean codebook learnt by exponential moving averages, not by gradients (SoundStream,
+    EnCodec, Mimi): each code is `embedding_sum / cluster_usage`, both EMAs of what the code was
+    assigned. The first training batch initialises it by k-means; every `check_unused_every` training
+    calls, codes whose usage fell below `threshold_usage_ratio` of a uniform share move onto random
+    inputs of the batch (dead-code replacement).
+
+    Buffers (the names of moshi's checkpoints): `embedding_sum` [K, D], `cluster_usage` [K], `initialized` [1].
+    """
+
+    def __init__(self, num_codes: int, dim: int, decay: float = 0.99, epsilon: float = 1e-5,
+                 threshold_usage_ratio: float = 0.1, check_unused_every: int = 5, kmeans_iters: int = 50):
+        super().__init__()
+        if num_codes < 2 or dim < 1:
+            raise ValueError(f"an EMA codebook needs num_codes >= 2 and dim >= 1, got {num_codes}, {dim}.")
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}.")
+        self.num_codes, self.dim, self.decay, self.epsilon = num_codes, dim, decay, epsilon
+        self.threshold_usage_ratio, self.check_unused_every, self.kmeans_iters = (
+            threshold_usage_ratio, check_unused_every, kmeans_iters)
+        self._calls_to_check = check_unused_every
+        self.register_buffer("embedding_sum", torch.zeros(num_codes, dim))
+        self.register_buffer("cluster_usage", torch.ones(num_codes))
+        self.register_buffer("initialized", torch.zeros(1))
+
+    @property
+    def embedding(self) -> torch.Tensor:
+        """The codewords [K, D]."""
+        return self.embedding_sum / self.cluster_usage.clamp(min=self.epsilon)[:, None]
+
+    def nearest(self, x: torch.Tensor) -> torch.Tensor:
+        """Index of the nearest codeword (Euclidean) of each vector x [N, D] -> [N]."""
+        return torch.cdist(x[None].float(), self.embedding[None].float())[0].argmin(-1)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.embedding)
+
+    def forward(self, x: torch.Tensor, initialize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [N, D] -> (codewords [N, D], ids [N]). In training mode the EMAs are updated with x."""
+        if self.training and initialize and not self.initialized.item():
+            centroids, sizes = kmeans(x.detach().float(), self.num_codes, self.kmeans_iters)
+            self.embedding_sum.copy_(centroids * sizes[:, None])
+            self.cluster_usage.copy_(sizes.float())
+            self.initialized.fill_(1.0)
+        ids = self.nearest(x)
+        if self.training:
+            self._update(x.detach().float(), ids)
+        return self.embed(ids), ids
+
+    @torch.no_grad()
+    def _update(self, x: torch.Tensor, ids: torch.Tensor):
+        if self.initialized.item():
+            self._calls_to_check -= 1
+            if self._calls_to_check <= 0:
+                self._calls_to_check = self.check_unused_every
+                self.replace_dead_codes(x)
+        counts = torch.bincount(ids, minlength=self.num_codes).float()
+        sums = torch.zeros_like(self.embedding_sum).index_add_(0, ids, x)
+        self.cluster_usage.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.embedding_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+
+    @torch.no_grad()
+    def replace_dead_codes(self, candidates: torch.Tensor) -> int:
+        """Move codes used less than threshold_usage_ratio x a uniform share onto random candidates [N, D]."""
+        uniform_share = self.cluster_usage.sum() / self.num_codes
+        dead = self.cluster_usage < self.threshold_usage_ratio * uniform_share
+        if dead.any() and len(candidates):
+            picks = candidates[torch.randint(len(candidates), (self.num_codes,), device=candidates.device)]
+            self.embedding_sum.copy_(torch.where(dead[:, None], uniform_share * picks, self.embedding_sum))
+            self.cluster_usage.copy_(torch.where(dead, uniform_share, self.cluster_usage))
+        return int(dead.sum())
+
+    def usage_stats(self) -> dict:
+        """Normalised entropy of the code usage EMA (1 = uniform) and the share of live codes."""
+        probs = self.cluster_usage / self.cluster_usage.sum().clamp(min=self.epsilon)
+        entropy = -(probs[probs > 0] * probs[probs > 0].log()).sum() / math.log(self.num_codes)
+        live = self.cluster_usage >= self.threshold_usage_ratio * self.cluster_usage.sum() / self.num_codes
+        return {"entropy": entropy.item(), "live_codes": live.float().mean().item()}
+
+
+class ResidualVQ(nn.Module):
+    """Residual vector quantisation (SoundStream's Algorithm 1) over EMA codebooks, on [B, dim, T]
+    latents: codebook i quantises what codebooks 0..i-1 left. `input_proj` / `output_proj` are
+    bias-free 1x1 convolutions between the latent and the code space (Mimi), absent when the sizes match.
+    """
+
+    def __init__(self, dim: int, num_quantizers: int, num_codes: int, code_dim: int | None = None, **codebook_kwargs):
+        super().__init__()
+        if num_quantizers < 1:
+            raise ValueError(f"num_quantizers must be >= 1, got {num_quantizers}.")
+        code_dim = code_dim or dim
+        self.num_quantizers, self.num_codes = num_quantizers, num_codes
+        self.input_proj = nn.Conv1d(dim, code_dim, 1, bias=False) if code_dim != dim else None
+        self.output_proj = nn.Conv1d(code_dim, dim, 1, bias=False) if code_dim != dim else None
+        self.codebooks = nn.ModuleList(EMACodebook(num_codes, code_dim, **codebook_kwargs) for _ in range(num_quantizers))
+
+    def _project_in(self, x):  # [B, dim, T] -> [B*T, code_dim]
+        x = self.input_proj(x) if self.input_proj is not None else x
+        return x.transpose(1, 2).reshape(-1, x.shape[1])
+
+    def _project_out(self, z, batch):  # [B*T, code_dim] -> [B, dim, T]
+        z = z.view(batch, -1, z.shape[-1]).transpose(1, 2)
+        return self.output_proj(z) if self.output_proj is not None else z
+
+    def encode(self, x: torch.Tensor, num_quantizers: int | None = None) -> torch.Tensor:
+        """x [B, dim, T] -> codes [B, n, T] with n = num_quantizers (default all)."""
+        residual = self._project_in(x)
+        codes = []
+        for codebook in self.codebooks[: num_quantizers or self.num_quantizers]:
+            ids = codebook.nearest(residual)
+            residual = residual - codebook.embed(ids)
+            codes.append(ids)
+        return torch.stack(codes, 1).view(x.shape[0], x.shape[2], -1).transpose(1, 2)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, n, T] (n <= num_quantizers) -> the summed codewords, projected out: [B, dim, T]."""
+        flat = codes.transpose(1, 2).reshape(-1, codes.shape[1])  # [B*T, n]
+        z = sum(self.codebooks[i].embed(flat[:, i]) for i in range(codes.shape[1]))
+        return self._project_out(z, codes.shape[0])
+
+    def forward(self, x: torch.Tensor, num_quantizers: int | None = None):
+        """Training / teacher-forced pass: x [B, dim, T] -> (quantized [B, dim, T] with straight-through
+        gradients, codes [B, n, T], commitment loss). Each codebook's EMA sees its residual; a codebook is
+        k-means-initialised only once the one before it is (moshi)."""
+        latent = self._project_in(x)
+        residual, quantized = latent, torch.zeros_like(latent)
+        codes, commitment, previous_ready = [], latent.new_zeros(()), True
+        for codebook in self.codebooks[: num_quantizers or self.num_quantizers]:
+            was_ready = bool(codebook.initialized.item())
+            codewords, ids = codebook(residual, initialize=previous_ready)
+            previous_ready = was_ready
+            commitment = commitment + F.mse_loss(residual, codewords.detach())
+            residual = residual - codewords.detach()
+            quantized = quantized + codewords.detach()
+            codes.append(ids)
+        quantized = latent + (quantized - latent).detach()  # one straight-through estimator for the sum
+        commitment = commitment / len(codes)
+        codes = torch.stack(codes, 1).view(x.shape[0], x.shape[2], -1).transpose(1, 2)
+        return self._project_out(quantized, x.shape[0]), codes, commitment
+
+
+class SplitResidualVQ(nn.Module):
+    """Mimi's split RVQ: `semantic` (the first `num_semantic` codebooks) and `acoustic` (the rest) are
+    two residual quantisers over the *same* latent, each with its own projections; their outputs are
+    summed. Keeping them apart stops the semantic level from competing with the acoustic residual."""
+
+    def __init__(self, dim: int, num_quantizers: int, num_codes: int, code_dim: int | None = None,
+                 num_semantic: int = 1, **codebook_kwargs):
+        super().__init__()
+        if not 1 <= num_semantic < num_quantizers:
+            raise ValueError(f"num_semantic must be in 1..{num_quantizers - 1}, got {num_semantic}.")
+        self.num_quantizers, self.num_semantic, self.num_codes = num_quantizers, num_semantic, num_codes
+        self.semantic = ResidualVQ(dim, num_semantic, num_codes, code_dim, **codebook_kwargs)
+        self.acoustic = ResidualVQ(dim, num_quantizers - num_semantic, num_codes, code_dim, **codebook_kwargs)
+
+    def check_num_quantizers(self, n: int | None) -> int:
+        n = self.num_quantizers if n is None else n
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.num_quantizers:
+            raise ValueError(f"the number of codebooks must be an int in 1..{self.num_quantizers}, got {n!r}.")
+        return n
+
+    def encode(self, x: torch.Tensor, num_quantizers: int | None = None) -> torch.Tensor:
+        n = self.check_num_quantizers(num_quantizers)
+        codes = self.semantic.encode(x, min(n, self.num_semantic))
+        if n > self.num_semantic:
+            codes = torch.cat([codes, self.acoustic.encode(x, n - self.num_semantic)], dim=1)
+        return codes
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        out = self.semantic.decode(codes[:, : self.num_semantic])
+        if codes.shape[1] > self.num_semantic:
+            out = out + self.acoustic.decode(codes[:, self.num_semantic:])
+        return out
+
+    def forward(self, x: torch.Tensor, num_quantizers: int | None = None):
+        """-> (quantized, codes, commitment loss, semantic part of quantized) with straight-through gradients."""
+        n = self.check_num_quantizers(num_quantizers)
+        semantic, codes, loss = self.semantic(x, min(n, self.num_semantic))
+        quantized = semantic
+        if n > self.num_semantic:
+            acoustic, acoustic_codes, acoustic_loss = self.acoustic(x, n - self.num_semantic)
+            quantized, codes, loss = semantic + acoustic, torch.cat([codes, acoustic_codes], 1), loss + acoustic_loss
+        return quantized, codes, loss, semantic
