@@ -207,3 +207,33 @@ def test_split_rvq_sums_semantic_and_acoustic():
     expected = split.semantic.decode(codes[:, :1]) + split.acoustic.decode(codes[:, 1:])
     assert torch.allclose(split.decode(codes), expected)
     assert torch.equal(split.encode(x, 1), codes[:, :1])
+
+
+def tiny_semantic_codec():
+    teacher = {"kind": "zoo-recognizer", "config": dict(hidden_size=32, num_layers=2, num_heads=2, ffn_dim=64)}
+    torch.manual_seed(0)
+    codec = SpeechCodec(**TINY, semantic_teacher=teacher).eval()
+    with torch.no_grad():
+        for name, buffer in codec.named_buffers():
+            if name.endswith("embedding_sum"):
+                buffer.copy_(torch.randn_like(buffer))
+    return codec
+
+
+def test_semantic_codec_fuses_the_teacher_and_streams(tmp_path):
+    codec = tiny_semantic_codec()
+    assert codec.teacher_ratio == 4 and not any(p.requires_grad for p in codec.teacher.parameters())
+    wav = speechlike(frames=6)
+    out = codec.train()(wav, num_codebooks=3)
+    assert out.semantic_prediction.shape == out.semantic_target.shape == (2, 6, 32)
+    codec.eval()
+    assert not codec.teacher.training
+    codes = codec.encode(wav, sample_rate=24_000)
+    streamed, state = [], None
+    for chunk in wav.split(777, dim=-1):
+        frame_codes, state = codec.encode_step(chunk, state)
+        streamed.append(frame_codes)
+    assert torch.equal(torch.cat(streamed, dim=-1), codes)
+    codec.save_pretrained(tmp_path / "codec")
+    again = SpeechCodec.from_pretrained(tmp_path / "codec")
+    assert torch.equal(again.encode(wav, sample_rate=24_000), codes)  # the teacher is saved with the codec

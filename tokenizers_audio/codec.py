@@ -6,11 +6,10 @@
     codes -> split RVQ decode (semantic + acoustic, summed) -> channel-wise transposed conv up
       -> bottleneck transformer -> SEANet decoder -> waveform
 
-The first codebook is semantic, the rest acoustic (`SplitResidualVQ`). With `semantic_dim > 0` the
-codec also has X-Codec's semantic branch (arXiv 2408.17175): features of a semantic teacher, pooled to
-the frame rate, are encoded and concatenated with the acoustic latent and fused by a linear layer
-*before* the RVQ; a semantic decoder reconstructs the teacher features from the semantic codebook's
-output, which trains that codebook to carry them.
+The first codebook is semantic, the rest acoustic (`SplitResidualVQ`). With a `semantic_teacher` the
+codec also has X-Codec's semantic branch (arXiv 2408.17175, `tokenizers_audio/semantic.py`): the
+teacher's features, pooled to the frame rate, are encoded, concatenated with the acoustic latent and
+fused *before* the RVQ; a semantic decoder reconstructs them from the semantic codebook's output.
 
     codec = SpeechCodec.from_pretrained("path/to/codec-speech")
     codes = codec.encode(wav, sample_rate=24_000, num_codebooks=8)   # [B, 8, frames]
@@ -29,13 +28,13 @@ import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.utils import BaseOutput
-from torch import nn
 
 from zoo.audio import prepare
 from zoo.nn.quantizers import SplitResidualVQ
 from zoo.utils.io import AtomicSaveMixin
 
 from .seanet import CausalConv1d, CausalConvTranspose1d, SEANetDecoder, SEANetEncoder
+from .semantic import SemanticBranch, build_teacher, pool_to_frames
 from .transformer import CodecTransformer
 
 
@@ -46,7 +45,8 @@ class CodecOutput(BaseOutput):
     audio: torch.Tensor  # [B, 1, T']
     codes: torch.Tensor  # [B, Q, frames]
     commitment_loss: torch.Tensor
-    semantic_prediction: torch.Tensor | None = None  # [B, frames, semantic_dim]: to match the teacher's features
+    semantic_prediction: torch.Tensor | None = None  # [B, frames, semantic_dim]: predicted teacher features
+    semantic_target: torch.Tensor | None = None  # [B, frames, semantic_dim]: the teacher's pooled features
 
 
 @dataclass
@@ -54,6 +54,8 @@ class EncoderState:
     seanet: list | None = None
     transformer: object = None
     downsample: torch.Tensor | None = None
+    teacher: object = None
+    teacher_frames: torch.Tensor | None = None  # teacher features not yet pooled into a codec frame
 
 
 @dataclass
@@ -63,39 +65,14 @@ class DecoderState:
     seanet: list | None = None
 
 
-class SemanticBranch(nn.Module):
-    """X-Codec's semantic path: teacher features [B, frames, semantic_dim] -> an encoder (a linear layer
-    and residual conv blocks) whose output joins the acoustic latent before the RVQ (`fuse`, X-Codec's
-    `fc_prior`), and a decoder from the semantic codebook's output back to the teacher features."""
-
-    def __init__(self, dim: int, semantic_dim: int, kernel_size: int = 3):
-        super().__init__()
-        self.encoder_in = nn.Conv1d(semantic_dim, dim, 1)
-        self.encoder = nn.Sequential(nn.ELU(), nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2), nn.ELU(),
-                                     nn.Conv1d(dim, dim, 1))
-        self.fuse = nn.Conv1d(2 * dim, dim, 1)
-        self.decoder = nn.Sequential(nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2), nn.ELU(),
-                                     nn.Conv1d(dim, semantic_dim, 1))
-
-    def join(self, latent: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """latent [B, dim, frames], features [B, frames, semantic_dim] -> fused latent [B, dim, frames]."""
-        semantic = self.encoder_in(features.transpose(1, 2))
-        semantic = semantic + self.encoder(semantic)
-        return self.fuse(torch.cat([latent, semantic], dim=1))
-
-    def predict(self, semantic_quantized: torch.Tensor) -> torch.Tensor:
-        """The semantic codebook's output [B, dim, frames] -> predicted teacher features [B, frames, semantic_dim]."""
-        return self.decoder(semantic_quantized).transpose(1, 2)
-
-
 class SpeechCodec(AtomicSaveMixin, ModelMixin, ConfigMixin):
     """Mimi's codec. The defaults are Mimi's (moshi `loaders.py`): 24 kHz, SEANet 64 filters, ratios
     8,6,5,4, dim 512, 8-layer transformers with a 250-frame context, 12.5 Hz, 32 codebooks of 2048 x 256.
 
     Args:
-        semantic_dim: size of the semantic teacher's features (0: no semantic branch, as Mimi, whose first
-            codebook is distilled instead). With it, `encode` needs the teacher's features
-            (`semantic_features=`), which `SpeechTokenizer` computes.
+        semantic_teacher: None (no semantic branch, as Mimi, whose first codebook is distilled instead) or
+            the teacher whose features enter before the RVQ (see `tokenizers_audio/semantic.py`), e.g.
+            {"kind": "zoo-recognizer", "config": SpeechRecognizer config}. Its weights are part of the codec.
     """
 
     @register_to_config
@@ -125,7 +102,7 @@ class SpeechCodec(AtomicSaveMixin, ModelMixin, ConfigMixin):
         codebook_dim: int = 256,
         ema_decay: float = 0.99,
         threshold_usage_ratio: float = 0.1,
-        semantic_dim: int = 0,
+        semantic_teacher: dict | None = None,
     ):
         super().__init__()
         hop = math.prod(ratios)
@@ -146,7 +123,14 @@ class SpeechCodec(AtomicSaveMixin, ModelMixin, ConfigMixin):
                            if stride > 1 else None)
         self.quantizer = SplitResidualVQ(hidden_size, num_codebooks, codebook_size, codebook_dim, num_semantic_codebooks,
                                          decay=ema_decay, threshold_usage_ratio=threshold_usage_ratio)
-        self.semantic = SemanticBranch(hidden_size, semantic_dim) if semantic_dim else None
+        self.teacher = build_teacher(semantic_teacher, sample_rate) if semantic_teacher else None
+        self.semantic = None
+        if self.teacher is not None:
+            self.teacher.requires_grad_(False)
+            if self.frame_size % self.teacher.samples_per_frame:
+                raise ValueError(f"the semantic teacher's frames ({self.teacher.samples_per_frame} samples) "
+                                 f"must divide the codec's frame ({self.frame_size} samples).")
+            self.semantic = SemanticBranch(hidden_size, self.teacher.feature_dim)
         # channel-wise (groups = dim), as moshi's `upsample_channel_wise_bug=True`
         self.upsample = (CausalConvTranspose1d(hidden_size, hidden_size, 2 * stride, stride, groups=hidden_size,
                                                bias=False) if stride > 1 else None)
@@ -178,28 +162,35 @@ class SpeechCodec(AtomicSaveMixin, ModelMixin, ConfigMixin):
             raise ValueError(f"codes must lie in [0, {self.config.codebook_size}), got "
                              f"[{int(codes.min())}, {int(codes.max())}].")
 
-    def _check_semantic(self, features, frames: int):
-        if self.semantic is None:
-            return
-        if features is None:
-            raise ValueError("this codec fuses semantic teacher features before its RVQ; pass semantic_features= "
-                             "[B, frames, semantic_dim] (SpeechTokenizer computes them), or use SpeechTokenizer.")
-        if features.dim() != 3 or features.shape[1] != frames or features.shape[2] != self.config.semantic_dim:
-            raise ValueError(f"semantic_features must be [B, {frames}, {self.config.semantic_dim}], got "
-                             f"{tuple(features.shape)}.")
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()  # frozen: no dropout, no statistics updates
+        return self
+
+    @property
+    def teacher_ratio(self) -> int:
+        """Teacher frames per codec frame."""
+        return self.frame_size // self.teacher.samples_per_frame
+
+    @torch.no_grad()
+    def semantic_features(self, audio: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """The teacher's features of audio [B, 1, T], pooled to the codec's frames: [B, num_frames, D]."""
+        return pool_to_frames(self.teacher.features(audio), num_frames, self.teacher_ratio)
 
     # -- offline --------------------------------------------------------------------------------------
-    def encode_latent(self, audio: torch.Tensor, semantic_features: torch.Tensor | None = None) -> torch.Tensor:
-        """Validated waveform [B, 1, T] -> the latent the RVQ quantises [B, dim, frames]."""
+    def encode_latent(self, audio: torch.Tensor):
+        """Validated waveform [B, 1, T] -> (the latent the RVQ quantises [B, dim, frames], the teacher's
+        pooled features [B, frames, D] or None)."""
         h = self.encoder(audio.to(self.dtype))
         if self.encoder_transformer is not None:
             h = self.encoder_transformer(h)
         if self.downsample is not None:
             h = self.downsample(h)
-        if self.semantic is not None:
-            self._check_semantic(semantic_features, h.shape[-1])
-            h = self.semantic.join(h, semantic_features.to(h))
-        return h
+        if self.semantic is None:
+            return h, None
+        features = self.semantic_features(audio.to(self.dtype), h.shape[-1])
+        return self.semantic.join(h, features), features
 
     def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
         """Quantised latent [B, dim, frames] -> waveform [B, 1, frames * frame_size]."""
@@ -211,14 +202,14 @@ class SpeechCodec(AtomicSaveMixin, ModelMixin, ConfigMixin):
 
     @torch.no_grad()
     def encode(self, audio, sample_rate: int | None = None, num_codebooks: int | None = None,
-               semantic_features: torch.Tensor | None = None, resample: bool = False) -> torch.Tensor:
+               resample: bool = False) -> torch.Tensor:
         """audio ([T], [1, T] or [B, 1, T], at `sample_rate` Hz) -> codes [B, num_codebooks, frames] (int64).
 
         A last partial frame is padded (frames = ceil(T / frame_size)). resample=True converts other rates.
         """
         n = self.quantizer.check_num_quantizers(num_codebooks)
         audio = prepare(audio, sample_rate, self.config.sample_rate, resample).to(self.device)
-        return self.quantizer.encode(self.encode_latent(audio, semantic_features), n)
+        return self.quantizer.encode(self.encode_latent(audio)[0], n)
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, length: int | None = None) -> torch.Tensor:
@@ -228,33 +219,37 @@ class SpeechCodec(AtomicSaveMixin, ModelMixin, ConfigMixin):
         audio = self.decode_latent(self.quantizer.decode(codes.to(self.device)))
         return audio if length is None else audio[..., :length]
 
-    def forward(self, audio: torch.Tensor, num_codebooks: int | None = None,
-                semantic_features: torch.Tensor | None = None) -> CodecOutput:
+    def forward(self, audio: torch.Tensor, num_codebooks: int | None = None) -> CodecOutput:
         """Training pass: validated audio [B, 1, T] (T a multiple of frame_size) -> CodecOutput."""
-        latent = self.encode_latent(audio, semantic_features)
+        latent, target = self.encode_latent(audio)
         quantized, codes, commitment, semantic_part = self.quantizer(latent, num_codebooks)
         prediction = self.semantic.predict(semantic_part) if self.semantic is not None else None
-        return CodecOutput(self.decode_latent(quantized), codes, commitment, prediction)
+        return CodecOutput(self.decode_latent(quantized), codes, commitment, prediction, target)
 
     # -- streaming ------------------------------------------------------------------------------------
     @torch.no_grad()
-    def encode_step(self, chunk: torch.Tensor, state: EncoderState | None = None, num_codebooks: int | None = None,
-                    semantic_features: torch.Tensor | None = None):
-        """Stream a chunk of 24 kHz audio [B, 1, t] (any t); returns (codes of the frames it completes
-        [B, Q, f], new state). Chunks that add up to whole frames give exactly `encode`'s codes."""
-        if self.semantic is not None:
-            raise NotImplementedError("streaming encode needs a streaming semantic teacher; encode offline with "
-                                      "semantic_features=, or use a codec without a semantic branch.")
+    def encode_step(self, chunk: torch.Tensor, state: EncoderState | None = None, num_codebooks: int | None = None):
+        """Stream a chunk of audio [B, 1, t] at the codec's rate (any t); returns (codes of the frames it
+        completes [B, Q, f], new state). Chunks that add up to whole frames give exactly `encode`'s codes."""
         n = self.quantizer.check_num_quantizers(num_codebooks)
         state = state or EncoderState()
-        h, seanet = self.encoder.step(chunk.to(self.device, self.dtype), state.seanet)
+        chunk = chunk.to(self.device, self.dtype)
+        h, seanet = self.encoder.step(chunk, state.seanet)
         transformer, downsample = state.transformer, state.downsample
         if self.encoder_transformer is not None:
             h, transformer = self.encoder_transformer.step(h, transformer)
         if self.downsample is not None:
             h, downsample = self.downsample.step(h, downsample)
+        teacher, pending = state.teacher, state.teacher_frames
+        if self.semantic is not None:  # the teacher completes its frames at the same samples as the codec
+            features, teacher = self.teacher.features_step(chunk, teacher)
+            pending = features if pending is None else torch.cat([pending, features], dim=1)
+            used = h.shape[-1] * self.teacher_ratio
+            if h.shape[-1]:
+                h = self.semantic.join(h, pool_to_frames(pending[:, :used], h.shape[-1], self.teacher_ratio))
+            pending = pending[:, used:]
         codes = self.quantizer.encode(h, n) if h.shape[-1] else h.new_zeros(h.shape[0], n, 0, dtype=torch.long)
-        return codes, EncoderState(seanet, transformer, downsample)
+        return codes, EncoderState(seanet, transformer, downsample, teacher, pending)
 
     @torch.no_grad()
     def decode_step(self, codes: torch.Tensor, state: DecoderState | None = None):

@@ -74,15 +74,18 @@ class CodecTransformer(nn.Module):
     def _rope(self, start: int, length: int, device) -> torch.Tensor:
         return rope_rotation(rope_1d(length, self.head_dim, self.rope_base, start=start).to(device))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, dim, T] -> [B, dim, T]
+    def forward(self, x: torch.Tensor, hidden_states: list | None = None) -> torch.Tensor:
+        """x [B, dim, T] -> [B, dim, T]. hidden_states: a list to append every layer's output to."""
         positions = torch.arange(x.shape[-1], device=x.device)
         rope, mask = self._rope(0, x.shape[-1], x.device), self._mask(positions, positions)
         x = x.transpose(1, 2)
         for layer in self.layers:
             x, _ = layer(x, rope, mask)
+            if hidden_states is not None:
+                hidden_states.append(x.transpose(1, 2))
         return x.transpose(1, 2)
 
-    def step(self, x: torch.Tensor, state: TransformerState | None):
+    def step(self, x: torch.Tensor, state: TransformerState | None, hidden_states: list | None = None):
         """Run the frames x [B, dim, t] after those already seen; return (y [B, dim, t], new state)."""
         state = state or TransformerState(kv=[None] * len(self.layers), offset=0)
         t = x.shape[-1]
@@ -96,5 +99,7 @@ class CodecTransformer(nn.Module):
         keep = self.context - 1
         for layer, past in zip(self.layers, state.kv):
             x, (k, v) = layer(x, rope, mask, past)
+            if hidden_states is not None:
+                hidden_states.append(x.transpose(1, 2))
             kv.append((k[:, :, -keep:], v[:, :, -keep:]) if keep else (k[:, :, :0], v[:, :, :0]))
         return x.transpose(1, 2), TransformerState(kv=kv, offset=state.offset + t)

@@ -21,7 +21,7 @@ _PUBLIC = {
     "ConstantGuidance": "zoo.ar", "LinearGuidance": "zoo.ar", "GuidanceSchedule": "zoo.ar",
     # tokenizers
     "VQModel": "tokenizers_visual", "CodeClusters": "tokenizers_visual", "ShapesClassifier": "zoo.metrics.classifier",
-    "SpeechCodec": "tokenizers_audio",
+    "SpeechCodec": "tokenizers_audio", "SpeechRecognizer": "zoo.metrics.recognizer",
     # pipelines
     "ZooPipeline": "pipelines", "ARImagePipeline": "pipelines", "CTFPipeline": "pipelines", "DistilledPipeline": "pipelines", "TokenShufflePipeline": "pipelines", "ARTokenPipeline": "pipelines", "TokenPipelineOutput": "pipelines",
     # loading and the catalogue

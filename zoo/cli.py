@@ -1,4 +1,4 @@
-"""The `zoo` command: list | info | generate | tokenize | train | convert | bench.
+"""The `zoo` command: list | info | generate | tokenize | reconstruct | train | convert | bench.
 
 Each subcommand has --help. Heavy imports (torch, diffusers) happen inside the subcommand that needs
 them, so `zoo list` and `zoo --help` answer at once.
@@ -132,8 +132,15 @@ def cmd_tokenize(args) -> int:
     from zoo.data import tokens
 
     vq = zoo.load(args.tokenizer)
+    if isinstance(vq, zoo.SpeechCodec):
+        return _tokenize_audio(vq.eval(), args)
     if not isinstance(vq, zoo.VQModel):
-        return _fail(f"{args.tokenizer} is a {type(vq).__name__}; zoo tokenize takes an image tokenizer (VQModel).")
+        return _fail(f"{args.tokenizer} is a {type(vq).__name__}; zoo tokenize takes an image tokenizer (VQModel) "
+                     "or a speech codec (SpeechCodec).")
+    if args.inputs:
+        return _fail(f"{args.tokenizer} tokenizes images: pass --data shapes or --data FOLDER, not files {args.inputs}.")
+    if args.out is None:
+        return _fail("pass --out FILE.safetensors for the token file.")
     if args.data == "shapes":
         image_at, labels, class_names = tokens.shapes_images(args.split, args.num, args.size)
         captions = tokens.shapes_captions(args.split, len(labels))
@@ -145,6 +152,47 @@ def cmd_tokenize(args) -> int:
     tokens.save_tokens(args.out, ids, labels, tokenizer=str(args.tokenizer), data=str(args.data), split=args.split,
                        size=args.size, class_names=class_names, **extra)
     print(f"wrote {tuple(ids.shape)} token ids of {len(set(labels.tolist()))} class(es) to {args.out}")
+    return 0
+
+
+def _tokenize_audio(codec, args) -> int:
+    """Encode WAV files into codes [num_codebooks, frames], one .npy / .pt file per input."""
+    import numpy as np
+    import torch
+
+    from zoo.audio import read_wav
+
+    if not args.inputs:
+        return _fail("pass one or more WAV files to tokenize with a speech codec: zoo tokenize codec-speech in.wav")
+    if args.out is not None and len(args.inputs) > 1:
+        return _fail("--out names one output file; drop it to write IN.codes.npy beside each of several inputs.")
+    for path in args.inputs:
+        wav, rate = read_wav(path)
+        codes = codec.encode(wav, sample_rate=rate, num_codebooks=args.codebooks, resample=True)[0]
+        out = args.out or Path(path).with_suffix(".codes.npy")
+        if out.suffix == ".pt":
+            torch.save(codes, out)
+        else:
+            np.save(out, codes.numpy())
+        print(f"{path}: {wav.shape[-1] / rate:.2f} s -> codes {tuple(codes.shape)} "
+              f"({codec.bitrate(codes.shape[0]):.0f} bps) in {out}")
+    return 0
+
+
+def cmd_reconstruct(args) -> int:
+    """Encode a WAV file with a speech codec at --codebooks and decode it again."""
+    import zoo
+    from zoo.audio import read_wav, write_wav
+
+    codec = zoo.load(args.codec)
+    if not isinstance(codec, zoo.SpeechCodec):
+        return _fail(f"{args.codec} is a {type(codec).__name__}; zoo reconstruct takes a speech codec.")
+    wav, rate = read_wav(args.input)
+    codes = codec.eval().encode(wav, sample_rate=rate, num_codebooks=args.codebooks, resample=True)
+    audio = codec.decode(codes, length=round(wav.shape[-1] * codec.config.sample_rate / rate))
+    write_wav(args.out, audio[0], codec.config.sample_rate)
+    print(f"wrote {args.out}: {codes.shape[1]} codebooks x {codes.shape[2]} frames "
+          f"({codec.bitrate(codes.shape[1]):.0f} bps), {audio.shape[-1] / codec.config.sample_rate:.2f} s")
     return 0
 
 
@@ -230,15 +278,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output file: .png grid for images, .npy/.pt for tokens")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("tokenize", help="encode images (Shapes or your own folder) into a token file")
-    p.add_argument("tokenizer", help="an image tokenizer: built-in name, folder or Hub id")
+    p = sub.add_parser("tokenize", help="encode images (Shapes or your own folder) or WAV files into tokens")
+    p.add_argument("tokenizer", help="an image tokenizer or speech codec: built-in name, folder or Hub id")
+    p.add_argument("inputs", nargs="*", type=Path, help="WAV files (speech codecs); writes IN.codes.npy")
+    p.add_argument("--codebooks", type=int, help="speech codecs: codebooks to keep (default all)")
     p.add_argument("--data", default="shapes", help="'shapes', or a folder of images (subfolders = classes)")
     p.add_argument("--split", default="train", choices=["train", "validation", "test"], help="Shapes split")
     p.add_argument("--num", type=int, default=50000, help="number of images (at most)")
     p.add_argument("--size", type=int, default=64, help="image size in pixels")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--out", type=Path, required=True, help="output .safetensors token file")
+    p.add_argument("--out", type=Path, help="output: .safetensors token file (images), .npy / .pt codes (audio)")
     p.set_defaults(func=cmd_tokenize)
+
+    p = sub.add_parser("reconstruct", help="encode and decode a WAV file with a speech codec")
+    p.add_argument("codec", help="a speech codec: built-in name, folder or Hub id")
+    p.add_argument("input", type=Path, help="WAV file (any rate; resampled to the codec's)")
+    p.add_argument("--codebooks", type=int, help="codebooks to use (default all)")
+    p.add_argument("--out", type=Path, required=True, help="output WAV file")
+    p.set_defaults(func=cmd_reconstruct)
 
     p = sub.add_parser("train", help="run a training recipe (accelerate launch -m zoo train ... for many GPUs)")
     p.add_argument("recipe", nargs="?")

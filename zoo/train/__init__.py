@@ -4,6 +4,8 @@ RECIPES maps a recipe name to the module whose `main(argv)` runs it; each model 
 """
 
 RECIPES: dict[str, str] = {
+    "asr-speech": "zoo.train.asr_speech",
+    "codec-speech": "zoo.train.codec_speech",
     "ctf-shapes": "zoo.train.ctf_shapes",
     "dd-shapes": "zoo.train.dd_shapes",
     "shapes-classifier": "zoo.train.shapes_classifier",

@@ -1,0 +1,95 @@
+"""The CTC recogniser, the audio metrics and the speech recipes (smoke runs)."""
+
+import pytest
+import torch
+
+from zoo.data import speech
+from zoo.metrics import audio as metrics
+from zoo.metrics.recognizer import SpeechRecognizer, error_rates, normalize_text
+
+TINY = dict(hidden_size=32, num_layers=2, num_heads=2, ffn_dim=64)
+needs_espeak = pytest.mark.skipif(not speech.espeak_available(), reason="espeak-ng is not installed")
+
+
+def test_features_stream_like_offline():
+    torch.manual_seed(0)
+    model = SpeechRecognizer(**TINY).eval()
+    wav = 0.1 * torch.randn(2, 1, 24_000)
+    with torch.no_grad():
+        offline = model.features(wav)
+        pieces, state = [], None
+        for chunk in wav.split(1111, dim=-1):
+            piece, state = model.features_step(chunk, state)
+            pieces.append(piece)
+    assert offline.shape == (2, 50, 32)  # 50 Hz
+    assert (torch.cat(pieces, dim=1) - offline).abs().max() < 1e-4
+    assert model(wav).shape == (2, 50, len(speech.ALPHABET) + 1)
+
+
+def test_text_round_trip_and_greedy_ctc_collapse():
+    model = SpeechRecognizer(**TINY)
+    ids = model.encode_text("a cat")
+    assert model.decode_ids([0, ids[0], ids[0], 0, ids[1], ids[2], 0, ids[2], ids[3], ids[4], ids[4]]) == "a ccat"
+    with pytest.raises(ValueError, match="not in the recogniser's alphabet"):
+        model.encode_text("Hello!")
+    assert normalize_text("Hello,  World!") == "hello world"
+
+
+def test_error_rates():
+    rates = error_rates(["the cat sat", "a dog"], ["the cat sat", "a dig"])
+    assert rates["wer"] == pytest.approx(1 / 5) and rates["cer"] == pytest.approx(1 / 16)
+    with pytest.raises(ValueError, match="as many"):
+        error_rates(["a"], [])
+
+
+def test_transcribe_checks_its_input():
+    model = SpeechRecognizer(**TINY)
+    assert len(model.transcribe(torch.zeros(3, 1, 4800), sample_rate=24_000)) == 3
+    with pytest.raises(ValueError, match="16000 Hz"):
+        model.transcribe(torch.zeros(4800), sample_rate=16_000)
+    with pytest.raises(ValueError, match="NaN"):
+        model.transcribe(torch.full((4800,), float("nan")), sample_rate=24_000)
+
+
+def test_audio_metrics_rank_clean_above_noisy():
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(24_000) / 24_000
+    clean = (0.4 * torch.sin(2 * torch.pi * 200 * t) * (1 + torch.sin(2 * torch.pi * 4 * t)))[None, None]
+    noisy = speech.add_noise(clean, 5.0, generator=g)
+    assert metrics.mel_distance(clean, clean, 24_000) == 0.0
+    assert metrics.mel_distance(clean, noisy, 24_000) > 0.1
+    assert metrics.si_sdr(clean, noisy) == pytest.approx(5.0, abs=0.5)
+    assert metrics.stoi(clean, clean, 24_000) > metrics.stoi(clean, noisy, 24_000)
+    assert metrics.pesq(clean, clean, 24_000) > 4.0 > metrics.pesq(clean, noisy, 24_000)
+    with pytest.raises(ValueError, match="10%"):
+        metrics.mel_distance(clean, clean[..., :1000], 24_000)
+
+
+@needs_espeak
+def test_asr_and_codec_recipes_run(tmp_path):
+    from zoo.cli import main
+
+    cache = str(tmp_path / "cache")
+    assert main(["train", "asr-speech", "--out", str(tmp_path / "asr"), "--utterances", "4", "--steps", "2",
+                 "--batch-size", "2", "--hidden", "32", "--layers", "1", "--eval-utterances", "2",
+                 "--cache-dir", cache]) == 0
+    assert (tmp_path / "asr" / "validation.json").is_file()
+    assert main(["train", "codec-speech", "--out", str(tmp_path / "codec"), "--teacher", str(tmp_path / "asr" / "model"),
+                 "--utterances", "4", "--steps", "2", "--batch-size", "2", "--crop-frames", "4", "--filters", "4",
+                 "--hidden", "32", "--layers", "1", "--codebooks", "3", "--codebook-size", "16", "--codebook-dim", "8",
+                 "--cache-dir", cache]) == 0
+    log = (tmp_path / "codec" / "metrics.jsonl").read_text()
+    assert '"semantic"' in log and '"mel"' in log
+
+    from zoo.audio import read_wav, write_wav
+
+    wav = speech.SpeechDataset("train", 4, cache_dir=cache)[0]["audio"]
+    write_wav(tmp_path / "in.wav", wav, 24_000)
+    codec = str(tmp_path / "codec" / "model")
+    assert main(["tokenize", codec, str(tmp_path / "in.wav"), "--codebooks", "2"]) == 0
+    import numpy as np
+
+    assert np.load(tmp_path / "in.codes.npy").shape[0] == 2
+    assert main(["reconstruct", codec, str(tmp_path / "in.wav"), "--out", str(tmp_path / "out.wav")]) == 0
+    out, rate = read_wav(tmp_path / "out.wav")
+    assert rate == 24_000 and out.shape[-1] == len(wav)
