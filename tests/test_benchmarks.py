@@ -72,3 +72,30 @@ def test_c2i_benchmark_on_a_tiny_pipeline(tmp_path, monkeypatch):
         assert 0 <= row["class_accuracy"] <= 1 and row["shapes_fid"] >= 0 and 0 <= row["precision"] <= 1
     assert result["rows"][0]["class_accuracy"] >= 0.9  # the classifier knows real images
     assert len(result["claims"]) == 2
+
+
+def test_codec_benchmark_on_tiny_models(tmp_path, monkeypatch):
+    """The codec benchmark end to end on random tiny models (the numbers mean nothing)."""
+    import pytest
+    import torch
+
+    from benchmarks import codec as codec_benchmark
+    from tokenizers_audio import SpeechCodec
+    from zoo.data.speech import espeak_available
+    from zoo.metrics.recognizer import SpeechRecognizer
+
+    if not espeak_available():
+        pytest.skip("espeak-ng is not installed")
+    torch.manual_seed(0)
+    SpeechCodec(num_filters=4, ratios=[8, 6, 5, 2], hidden_size=16, num_transformer_layers=1, num_heads=2, ffn_dim=32,
+                frame_rate=25.0, num_codebooks=4, codebook_size=16, codebook_dim=4).save_pretrained(tmp_path / "codec")
+    SpeechRecognizer(hidden_size=16, num_layers=1, num_heads=2, ffn_dim=32).save_pretrained(tmp_path / "asr")
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    args = ["--codec", str(tmp_path / "codec"), "--ablation", str(tmp_path / "codec"), "--recognizer", str(tmp_path / "asr"),
+            "--utterances", "2", "--levels", "1", "4", "--no-peers", "--cache-dir", str(tmp_path / "cache"), "--quick"]
+    assert codec_benchmark.main(args) == 0
+    result = json.loads((tmp_path / "codec.quick.json").read_text())
+    quality = [r for r in result["rows"] if "codebooks" in r]
+    assert [r["codebooks"] for r in quality] == [1, 4, 1, 4] and quality[1]["bitrate_bps"] == 4 * 4 * 25.0
+    assert all(0 <= r["stoi"] <= 1 and r["wer"] >= 0 for r in quality)
+    assert len(result["claims"]) == 4 and result["rows"][-1]["encode_rtf"] > 0
