@@ -237,3 +237,16 @@ def test_semantic_codec_fuses_the_teacher_and_streams(tmp_path):
     codec.save_pretrained(tmp_path / "codec")
     again = SpeechCodec.from_pretrained(tmp_path / "codec")
     assert torch.equal(again.encode(wav, sample_rate=24_000), codes)  # the teacher is saved with the codec
+
+
+def test_a_transformers_speech_encoder_can_be_the_teacher():
+    hubert = {"kind": "transformers", "model_type": "hubert",
+              "config": dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                             conv_dim=[8, 8], conv_stride=[5, 64], conv_kernel=[10, 128], num_conv_pos_embeddings=16,
+                             num_conv_pos_embedding_groups=2)}
+    codec = SpeechCodec(**TINY, semantic_teacher=hubert).eval()
+    assert codec.teacher.samples_per_frame == 480 and codec.teacher_ratio == 4  # 320 samples at 16 kHz
+    codes = codec.encode(speechlike(batch=1, frames=3), sample_rate=24_000)
+    assert codes.shape == (1, 4, 3)
+    with pytest.raises(NotImplementedError, match="does not stream"):
+        codec.encode_step(speechlike(batch=1, frames=1))
