@@ -29,7 +29,7 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.utils import BaseOutput
 
-from zoo.audio import prepare
+from zoo.audio import as_batch, prepare
 from zoo.nn.quantizers import SplitResidualVQ
 from zoo.utils.io import AtomicSaveMixin
 
@@ -233,7 +233,7 @@ class SpeechCodec(AtomicSaveMixin, ModelMixin, ConfigMixin):
         completes [B, Q, f], new state). Chunks that add up to whole frames give exactly `encode`'s codes."""
         n = self.quantizer.check_num_quantizers(num_codebooks)
         state = state or EncoderState()
-        chunk = chunk.to(self.device, self.dtype)
+        chunk = as_batch(chunk, "chunk").to(self.device, self.dtype)
         h, seanet = self.encoder.step(chunk, state.seanet)
         transformer, downsample = state.transformer, state.downsample
         if self.encoder_transformer is not None:
