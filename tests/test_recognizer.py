@@ -77,9 +77,9 @@ def test_asr_and_codec_recipes_run(tmp_path):
     assert main(["train", "codec-speech", "--out", str(tmp_path / "codec"), "--teacher", str(tmp_path / "asr" / "model"),
                  "--utterances", "4", "--steps", "2", "--batch-size", "2", "--crop-frames", "4", "--filters", "4",
                  "--hidden", "32", "--layers", "1", "--codebooks", "3", "--codebook-size", "16", "--codebook-dim", "8",
-                 "--cache-dir", cache]) == 0
+                 "--adversarial", "--cache-dir", cache]) == 0
     log = (tmp_path / "codec" / "metrics.jsonl").read_text()
-    assert '"semantic"' in log and '"mel"' in log
+    assert all(f'"{term}"' in log for term in ("semantic", "mel", "stft", "adversarial", "feature_matching"))
 
     from zoo.audio import read_wav, write_wav
 

@@ -49,12 +49,16 @@ def as_batch(wav, name: str = "audio") -> torch.Tensor:
     return wav.float()
 
 
+def _check_rate(sample_rate) -> None:
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        raise ValueError(f"sample_rate must be a positive int in Hz, got {sample_rate!r}.")
+
+
 def check_sample_rate(sample_rate, expected: int, resample: bool = False, name: str = "audio") -> None:
     """Raise unless sample_rate is a positive int equal to `expected` (or resampling was asked for)."""
     if sample_rate is None:
         raise ValueError(f"the sample rate of {name} is unknown; pass sample_rate= (this model runs at {expected} Hz).")
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-        raise ValueError(f"sample_rate must be a positive int in Hz, got {sample_rate!r}.")
+    _check_rate(sample_rate)
     if sample_rate != expected and not resample:
         raise ValueError(
             f"{name} is at {sample_rate} Hz but this model runs at {expected} Hz; resample it "
@@ -63,8 +67,8 @@ def check_sample_rate(sample_rate, expected: int, resample: bool = False, name: 
 
 def resample(wav: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:
     """Band-limited resampling along the last axis (torchaudio's windowed sinc)."""
-    check_sample_rate(from_rate, from_rate)
-    check_sample_rate(to_rate, to_rate)
+    _check_rate(from_rate)
+    _check_rate(to_rate)
     return wav if from_rate == to_rate else AF.resample(wav, int(from_rate), int(to_rate))
 
 
@@ -98,7 +102,7 @@ def write_wav(path: str | os.PathLike, wav: torch.Tensor, sample_rate: int) -> P
     wav = as_batch(wav.detach().cpu())
     if wav.shape[0] != 1:
         raise ValueError(f"write_wav writes one waveform, got a batch of {wav.shape[0]}; write them one by one.")
-    check_sample_rate(sample_rate, sample_rate)
+    _check_rate(sample_rate)
     pcm = (wav[0, 0].clamp(-1, 1) * 32767).round().to(torch.int16).numpy()
     path = Path(path)
     with atomic_path(path) as tmp:

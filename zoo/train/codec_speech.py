@@ -9,8 +9,11 @@ Random crops of zoo's espeak-ng speech; losses (weights as flags):
 - commitment of every RVQ level (the codebooks themselves learn by EMA),
 - semantic reconstruction: MSE between the semantic decoder's output and the teacher's features
   (layer-normalised; X-Codec uses plain MSE x 100 on HuBERT features).
+- optionally (`--adversarial`), EnCodec's multi-scale STFT discriminator: hinge loss and relative
+  feature matching (Mimi trains with an adversarial and feature-matching loss only). The
+  discriminator lives in the loss function (its own AdamW); it is not saved in checkpoints.
 Quantizer dropout: each batch uses the first n ~ U{1..num_codebooks} codebooks (moshi's `q_dropout`),
-so one model serves 1..8 codebooks. No adversarial loss yet (Mimi trains with one; see the model card).
+so one model serves 1..8 codebooks.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from tokenizers_audio.codec import SpeechCodec
+from tokenizers_audio.discriminator import MultiScaleSTFTDiscriminator
 from zoo.data.speech import SpeechDataset
 from zoo.metrics.audio import log_mel
 from zoo.train.loop import TrainConfig, train
@@ -66,8 +70,12 @@ def mel_loss(reference: torch.Tensor, estimate: torch.Tensor, sample_rate: int,
                for w, m in zip(windows, mels)) / len(windows)
 
 
-def make_loss(weights: dict, num_codebooks: int, seed: int = 0):
+def make_loss(weights: dict, num_codebooks: int, seed: int = 0, discriminator=None, lr: float = 3e-4):
+    """The codec's loss function for `train`. With a discriminator (MultiScaleSTFTDiscriminator) each call
+    first takes one step of it on (real, reconstruction), then adds the generator's adversarial and
+    feature-matching terms (weights "adversarial", "feature_matching")."""
     rng = random.Random(seed)
+    optimizer = torch.optim.AdamW(discriminator.parameters(), lr=lr, betas=(0.5, 0.9)) if discriminator else None
 
     def codec_loss(model, audio):
         n = rng.randint(1, num_codebooks)  # quantizer dropout, the same on every process for a given step
@@ -78,8 +86,16 @@ def make_loss(weights: dict, num_codebooks: int, seed: int = 0):
         if out.semantic_prediction is not None:
             target = F.layer_norm(out.semantic_target, out.semantic_target.shape[-1:])
             terms["semantic"] = F.mse_loss(out.semantic_prediction, target)
+        metrics = {}
+        if discriminator is not None:
+            d_loss = discriminator.discriminator_loss(audio, recon)
+            optimizer.zero_grad(set_to_none=True)
+            d_loss.backward()
+            optimizer.step()
+            terms["adversarial"], terms["feature_matching"] = discriminator.generator_losses(audio, recon)
+            metrics["discriminator"] = d_loss.item()
         loss = sum(weights[k] * v for k, v in terms.items())
-        return loss, {k: v.item() for k, v in terms.items()}
+        return loss, {**{k: v.item() for k, v in terms.items()}, **metrics}
 
     return codec_loss
 
@@ -137,6 +153,9 @@ def main(argv=None) -> int:
     p.add_argument("--w-mel", type=float, default=1.0)
     p.add_argument("--w-commitment", type=float, default=1.0)
     p.add_argument("--w-semantic", type=float, default=1.0)
+    p.add_argument("--adversarial", action="store_true", help="add EnCodec's MS-STFT discriminator (hinge + feature matching)")
+    p.add_argument("--w-adversarial", type=float, default=1.0)
+    p.add_argument("--w-feature-matching", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     codec = build_codec(args)
@@ -146,8 +165,11 @@ def main(argv=None) -> int:
                          extra=vars(args))
     data = SpeechCrops(SpeechDataset("train", args.utterances, cache_dir=args.cache_dir),
                        args.crop_frames * codec.frame_size, args.seed)
-    weights = {"stft": args.w_stft, "mel": args.w_mel, "commitment": args.w_commitment, "semantic": args.w_semantic}
-    codec = train(codec, data, make_loss(weights, args.codebooks, args.seed), config, hooks=[codebook_hook(250)])
+    weights = {"stft": args.w_stft, "mel": args.w_mel, "commitment": args.w_commitment, "semantic": args.w_semantic,
+               "adversarial": args.w_adversarial, "feature_matching": args.w_feature_matching}
+    discriminator = MultiScaleSTFTDiscriminator() if args.adversarial else None
+    loss = make_loss(weights, args.codebooks, args.seed, discriminator)
+    codec = train(codec, data, loss, config, hooks=[codebook_hook(250)])
     from accelerate import PartialState
 
     if PartialState().is_main_process:
