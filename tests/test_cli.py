@@ -35,7 +35,7 @@ def test_unknown_things_are_clear_errors(capsys):
     assert main(["train", "nope"]) == 2
     assert main(["convert", "nope", "--out", "x"]) == 2
     err = capsys.readouterr().err
-    assert "available: ar-engine, c2i, ctf, distilled, image-tokenizer, token-shuffle" in err and "unknown recipe" in err and "llamagen-gpt" in err
+    assert "available: ar-engine, c2i, codec, ctf, distilled, image-tokenizer, token-shuffle" in err and "unknown recipe" in err and "llamagen-gpt" in err
 
 
 @pytest.mark.parametrize("command", ["list", "info", "generate", "tokenize", "train", "convert", "bench"])

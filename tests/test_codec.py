@@ -250,3 +250,19 @@ def test_a_transformers_speech_encoder_can_be_the_teacher():
     assert codes.shape == (1, 4, 3)
     with pytest.raises(NotImplementedError, match="does not stream"):
         codec.encode_step(speechlike(batch=1, frames=1))
+
+
+def test_zoo_convert_mimi_from_a_transformers_folder(hf_and_zoo, tmp_path):
+    from zoo.cli import main
+
+    hf, codec = hf_and_zoo
+    hf.save_pretrained(tmp_path / "mimi")
+    assert main(["convert", "mimi", "--checkpoint", str(tmp_path / "mimi"), "--out", str(tmp_path / "zoo")]) == 0
+    converted = SpeechCodec.from_pretrained(tmp_path / "zoo")
+    wav = speechlike(batch=1, frames=3)
+    assert torch.equal(converted.encode(wav, sample_rate=24_000), codec.encode(wav, sample_rate=24_000))
+    torch.save({"weights": 1}, tmp_path / "mimi.pt")
+    with pytest.raises(ValueError, match="safetensors"):
+        from weights_registry.converters import convert_mimi_checkpoint
+
+        convert_mimi_checkpoint(tmp_path / "mimi.pt")

@@ -63,6 +63,17 @@ _ENTRIES = [
     for size in ("B", "L")
 ]
 
+# Mimi, the codec of Moshi (CC-BY 4.0): the transformers-format repository and moshi's own tokenizer file
+_ENTRIES += [
+    Entry("mimi", "original", "Mimi speech codec, 24 kHz, 12.5 Hz, 32 codebooks of 2048 (Kyutai; transformers "
+          "layout, converted to SpeechCodec)", repo_id="kyutai/mimi", revision="main",
+          files={"model.safetensors": None}, converter="mimi", paper="https://arxiv.org/abs/2410.00037"),
+    Entry("moshi-mimi", "original", "Mimi speech codec as shipped with Moshi (moshi layout, fused attention; "
+          "converted to SpeechCodec)", repo_id="kyutai/moshiko-pytorch-bf16", revision="main",
+          files={"tokenizer-e351c8d8-checkpoint125.safetensors": None}, converter="mimi",
+          paper="https://arxiv.org/abs/2410.00037"),
+]
+
 _BUILTINS = [
     Entry("shapes-classifier", "builtin", "Shapes attribute classifier; feature space of Shapes-FID / Shapes-IS "
           "(zoo recipe: zoo train shapes-classifier)", folder="shapes-classifier"),

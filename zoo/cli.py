@@ -20,7 +20,8 @@ BENCHMARKS = {"ar-engine": "benchmarks.ar_engine", "c2i": "benchmarks.c2i", "ctf
               "image-tokenizer": "benchmarks.image_tokenizer", "codec": "benchmarks.codec"}
 # converter name -> (module, function); each function takes the checkpoint path plus keyword options
 CONVERTERS = {"llamagen-gpt": ("weights_registry.converters.llamagen", "convert_llamagen_gpt"),
-              "llamagen-dd": ("weights_registry.converters.llamagen", "convert_llamagen_dd")}
+              "llamagen-dd": ("weights_registry.converters.llamagen", "convert_llamagen_dd"),
+              "mimi": ("weights_registry.converters.mimi", "convert_mimi_checkpoint")}
 
 
 def _fail(message: str) -> int:
@@ -211,7 +212,7 @@ def cmd_convert(args) -> int:
         if args.checkpoint is None:
             folder = download(entry.repo_id, entry.revision, files=[file_name])
             args.checkpoint = folder / file_name
-        digest = sha256_of(args.checkpoint)
+        digest = sha256_of(args.checkpoint / file_name if args.checkpoint.is_dir() else args.checkpoint)
         expected = entry.files[file_name]
         if expected and digest != expected:
             return _fail(f"sha256 of {args.checkpoint} is {digest}, expected {expected}: corrupt or wrong file.")

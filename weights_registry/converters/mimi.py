@@ -16,7 +16,10 @@ q and k rows are permuted back (the inverse of transformers' own `convert_mimi_c
 
 from __future__ import annotations
 
+import json
+import os
 import re
+from pathlib import Path
 
 import torch
 
@@ -156,3 +159,25 @@ def convert_mimi(state_dict: dict, config) -> SpeechCodec:
 def hf_mimi_to_zoo(hf_model) -> SpeechCodec:
     """transformers `MimiModel` -> `SpeechCodec` with the same weights (for parity tests and benchmarks)."""
     return convert_mimi(hf_model.state_dict(), hf_model.config)
+
+
+def convert_mimi_checkpoint(checkpoint: str | os.PathLike) -> SpeechCodec:
+    """A Mimi checkpoint on disk -> `SpeechCodec`: a transformers folder (`config.json` +
+    `model.safetensors`, e.g. `kyutai/mimi`) or one safetensors file (moshi's
+    `tokenizer-e351c8d8-checkpoint125.safetensors` or the Hub's `model.safetensors`), whose config is the
+    `config.json` beside it if there is one, else Mimi's released configuration (`MimiConfig()`).
+    Safetensors only: nothing pickled is ever loaded."""
+    from safetensors.torch import load_file
+    from transformers import MimiConfig
+
+    path = Path(checkpoint)
+    weights = path / "model.safetensors" if path.is_dir() else path
+    if weights.suffix != ".safetensors" or not weights.is_file():
+        raise ValueError(f"{checkpoint} is not a Mimi safetensors file or a folder holding model.safetensors.")
+    config_file = weights.parent / "config.json"
+    config = MimiConfig(**json.loads(config_file.read_text())) if config_file.is_file() else MimiConfig()
+    state_dict = load_file(weights)
+    if any(k.startswith(("encoder.model.", "encoder.layers.", "encoder.encoder_seanet.")) for k in state_dict):
+        return convert_mimi(state_dict, config)
+    raise ValueError(f"{weights} holds no Mimi encoder weights (keys like {sorted(state_dict)[:3]}); "
+                     "for a Moshi LM file, pass the tokenizer file (tokenizer-*.safetensors) instead.")
