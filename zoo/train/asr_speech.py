@@ -21,10 +21,11 @@ from zoo.train.loop import TrainConfig, train
 
 
 class AugmentedSpeech(torch.utils.data.Dataset):
-    """Utterances with a random gain and, half of the time, background noise (deterministic per index and epoch)."""
+    """Utterances with a random gain and, half of the time, background noise: a fresh draw each time an
+    utterance is read, the same sequence of draws in every run with the same seed."""
 
-    def __init__(self, data: SpeechDataset, augment: bool = True):
-        self.data, self.augment, self.epoch = data, augment, 0
+    def __init__(self, data: SpeechDataset, augment: bool = True, seed: int = 0):
+        self.data, self.augment, self.seed, self.reads = data, augment, seed, 0
 
     def __len__(self):
         return len(self.data)
@@ -33,7 +34,8 @@ class AugmentedSpeech(torch.utils.data.Dataset):
         item = self.data[index]
         wav = item["audio"]
         if self.augment:
-            g = torch.Generator().manual_seed(index * 7919 + torch.initial_seed() % 100_003)
+            self.reads += 1
+            g = torch.Generator().manual_seed(hash((self.seed, index, self.reads)))
             wav = wav * (10 ** (torch.empty(1).uniform_(-12, 3, generator=g) / 20))
             if torch.rand(1, generator=g) < 0.5:
                 color = "pink" if torch.rand(1, generator=g) < 0.5 else "white"
@@ -90,7 +92,7 @@ def main(argv=None) -> int:
                          extra=vars(args))
     model = SpeechRecognizer(hidden_size=args.hidden, num_layers=args.layers, num_heads=max(args.hidden // 48, 1),
                              ffn_dim=4 * args.hidden)
-    data = AugmentedSpeech(SpeechDataset("train", args.utterances, cache_dir=args.cache_dir))
+    data = AugmentedSpeech(SpeechDataset("train", args.utterances, cache_dir=args.cache_dir), seed=args.seed)
     model = train(model, data, ctc_loss, config, collate_fn=collate)
     from accelerate import PartialState
 
