@@ -4,7 +4,8 @@
 
 Quality rows: the first 1, 2, 4 and 8 codebooks of each codec on `--utterances` test utterances
 (espeak-ng speech, 24 kHz): bitrate, mel distance, STOI, PESQ (wide band), SI-SDR, and the WER / CER
-of the `asr-speech` recogniser on the reconstructions, next to its WER on the original audio.
+of the `asr-speech` recogniser on the reconstructions, next to its WER on the original audio, and DNSMOS
+(overall) where the `speechmos` package is installed.
 `--ablation` is the same codec trained without the semantic branch. Speed rows: encode and decode
 real-time factors (wall time / audio duration; < 1 is faster than real time) on `--rtf-seconds` of
 audio, batch 1, next to transformers' `MimiModel`, `EncodecModel` (24 kHz, 8 codebooks) and
@@ -39,8 +40,15 @@ def quality_rows(name: str, codec, recognizer, utterances: list[dict], levels: l
             "pesq_wb": sum(metrics.pesq(a, b, SAMPLE_RATE) for a, b in pairs) / len(pairs),
             "si_sdr_db": sum(metrics.si_sdr(a, b) for a, b in pairs) / len(pairs),
             **error_rates([u["text"] for u in utterances], hypotheses),
+            **_dnsmos([r for _, r in pairs]),
         })
     return rows
+
+
+def _dnsmos(waveforms) -> dict:
+    """{"dnsmos_ovrl": mean DNSMOS overall} when speechmos is installed, else {}."""
+    scores = [metrics.dnsmos(w, SAMPLE_RATE) for w in waveforms]
+    return {} if None in scores else {"dnsmos_ovrl": sum(scores) / len(scores)}
 
 
 def speed_rows(codec, seconds: float, repeats: int, peers: bool = True) -> list[dict]:
@@ -100,7 +108,8 @@ def main(argv=None) -> int:
 
     original = error_rates([u["text"] for u in utterances],
                            [recognizer.transcribe(u["audio"], sample_rate=SAMPLE_RATE)[0] for u in utterances])
-    rows = [{"system": "original audio", "bitrate_bps": 16 * SAMPLE_RATE, **original}]
+    rows = [{"system": "original audio", "bitrate_bps": 16 * SAMPLE_RATE, **original,
+             **_dnsmos([u["audio"] for u in utterances])}]
     rows += quality_rows(f"{args.codec}", codec, recognizer, utterances, levels)
     if args.ablation:
         rows += quality_rows(f"{args.ablation} (no semantic branch)", zoo.load(args.ablation).eval(), recognizer,
@@ -125,7 +134,7 @@ def main(argv=None) -> int:
     command = " ".join(["python benchmarks/codec.py", *(sys.argv[1:] if argv is None else argv)])
     path = write_results("codec", command, machine_description(2), rows + speed, claims, quick=args.quick,
                          columns=["system", "codebooks", "bitrate_bps", "mel_distance", "stoi", "pesq_wb", "si_sdr_db",
-                                  "wer", "cer", "parameters_M", "encode_rtf", "decode_rtf"],
+                                  "wer", "cer", "dnsmos_ovrl", "parameters_M", "encode_rtf", "decode_rtf"],
                          notes=f"{len(utterances)} test utterances ({sum(len(u['audio']) for u in utterances) / SAMPLE_RATE:.0f} s); "
                                f"speed on {args.rtf_seconds:g} s of audio, median of {args.repeats}.")
     report(rows + speed, claims, path)
