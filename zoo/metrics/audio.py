@@ -29,7 +29,7 @@ def _pair(reference, estimate) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @functools.lru_cache(maxsize=32)
-def _mel_filters(n_fft: int, n_mels: int, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
+def mel_filters(n_fft: int, n_mels: int, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(Slaney mel filterbank [n_fft // 2 + 1, n_mels], Hann window [n_fft]), made once per size."""
     fbanks = AF.melscale_fbanks(n_fft // 2 + 1, 0.0, sample_rate / 2, n_mels, sample_rate, norm="slaney",
                                 mel_scale="slaney")
@@ -38,7 +38,7 @@ def _mel_filters(n_fft: int, n_mels: int, sample_rate: int) -> tuple[torch.Tenso
 
 def log_mel(audio: torch.Tensor, sample_rate: int, n_fft: int = 1024, hop_length: int = 256, n_mels: int = 80):
     """Log-mel spectrogram [B, n_mels, frames] of audio [B, 1, T] (natural log, floor 1e-5)."""
-    fbanks, window = (t.to(audio) for t in _mel_filters(n_fft, n_mels, sample_rate))
+    fbanks, window = (t.to(audio) for t in mel_filters(n_fft, n_mels, sample_rate))
     spec = torch.stft(audio[:, 0], n_fft, hop_length, window=window, return_complex=True)
     return torch.log((spec.abs().pow(2).transpose(1, 2) @ fbanks).clamp(min=1e-5)).transpose(1, 2)
 

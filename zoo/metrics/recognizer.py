@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-import torchaudio.functional as AF
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
@@ -24,6 +23,7 @@ from tokenizers_audio.seanet import CausalConv1d
 from tokenizers_audio.transformer import CodecTransformer
 from zoo.audio import prepare
 from zoo.data.speech import ALPHABET
+from zoo.metrics.audio import mel_filters
 from zoo.utils.io import AtomicSaveMixin
 
 
@@ -36,10 +36,9 @@ class CausalLogMel(nn.Module):
     def __init__(self, sample_rate: int, n_fft: int, hop_length: int, n_mels: int):
         super().__init__()
         self.n_fft, self.hop_length = n_fft, hop_length
-        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
-        fbanks = AF.melscale_fbanks(n_fft // 2 + 1, 0.0, sample_rate / 2, n_mels, sample_rate, norm="slaney",
-                                    mel_scale="slaney")
-        self.register_buffer("fbanks", fbanks, persistent=False)  # [freqs, n_mels]
+        fbanks, window = mel_filters(n_fft, n_mels, sample_rate)
+        self.register_buffer("window", window.clone(), persistent=False)
+        self.register_buffer("fbanks", fbanks.clone(), persistent=False)  # [freqs, n_mels]
 
     def _frames(self, x: torch.Tensor) -> torch.Tensor:  # x [B, T'] already padded on the left
         spec = torch.stft(x, self.n_fft, self.hop_length, window=self.window, center=False, return_complex=True)
