@@ -86,6 +86,8 @@ _BUILTINS = [
     Entry("token-shuffle-shapes", "builtin", "Token-Shuffle text-to-image on Shapes captions at 128x128: 2x2 "
           "vq-shapes tokens per AR step, 256 steps for 32x32 tokens (TokenShufflePipeline; zoo recipe: "
           "zoo train token-shuffle-shapes --window 2; a short first run)", folder="token-shuffle-shapes"),
+    Entry("asr-speech", "builtin", "Streaming CTC speech recogniser for zoo's espeak-ng speech: the WER / CER judge "
+          "and the semantic teacher of codec-speech (zoo recipe: zoo train asr-speech)", folder="asr-speech"),
     Entry("dd-shapes", "builtin", "One/two-step Distilled Decoding student of llamagen-shapes "
           "(DistilledPipeline; zoo recipe: zoo train dd-shapes; a short first run)", folder="dd-shapes"),
 ]
