@@ -88,6 +88,9 @@ _BUILTINS = [
           "zoo train token-shuffle-shapes --window 2; a short first run)", folder="token-shuffle-shapes"),
     Entry("asr-speech", "builtin", "Streaming CTC speech recogniser for zoo's espeak-ng speech: the WER / CER judge "
           "and the semantic teacher of codec-speech (zoo recipe: zoo train asr-speech)", folder="asr-speech"),
+    Entry("codec-speech", "builtin", "Streaming speech codec (Mimi layout, X-Codec semantic branch taught by "
+          "asr-speech): 24 kHz, 25 Hz, 8 codebooks of 1024, 2 kbps (zoo recipe: zoo train codec-speech; a short "
+          "first run)", folder="codec-speech"),
     Entry("dd-shapes", "builtin", "One/two-step Distilled Decoding student of llamagen-shapes "
           "(DistilledPipeline; zoo recipe: zoo train dd-shapes; a short first run)", folder="dd-shapes"),
 ]
