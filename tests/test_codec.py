@@ -90,7 +90,7 @@ def test_moshi_layout_converts_to_the_same_codec(hf_and_zoo):
     assert "encoder_transformer.transformer.layers.0.self_attn.in_projs.0.weight" in moshi_state
     assert "quantizer.rvq_rest.vq.layers.2._codebook.embedding_sum" in moshi_state
     assert "decoder.model.2.convtr.convtr.weight" in moshi_state
-    converted = convert_mimi(moshi_state, {"zoo": True, **TINY})
+    converted = convert_mimi(moshi_state, codec_config=TINY)
     for name, tensor in codec.state_dict().items():
         assert torch.equal(converted.state_dict()[name], tensor), name
 

@@ -135,11 +135,13 @@ def _fuse_attention(flat: dict, num_heads: int, permute: bool) -> dict:
     return out
 
 
-def convert_mimi(state_dict: dict, config) -> SpeechCodec:
-    """A Mimi state dict (any of the three layouts above) and its `MimiConfig` (or `SpeechCodec` kwargs
-    as a dict with `"zoo": True`) -> `SpeechCodec` in eval mode. Unknown or missing keys raise."""
-    kwargs = {k: v for k, v in config.items() if k != "zoo"} if isinstance(config, dict) and config.get("zoo") \
-        else mimi_config_to_zoo(config)
+def convert_mimi(state_dict: dict, config=None, *, codec_config: dict | None = None) -> SpeechCodec:
+    """A Mimi state dict (any of the three layouts above) -> `SpeechCodec` in eval mode, built from its
+    `MimiConfig` (object or dict) or directly from `SpeechCodec` keyword arguments (`codec_config`).
+    Unknown or missing keys raise."""
+    if (config is None) == (codec_config is None):
+        raise ValueError("pass either the checkpoint's MimiConfig (config=) or SpeechCodec arguments (codec_config=).")
+    kwargs = dict(codec_config) if codec_config is not None else mimi_config_to_zoo(config)
     codec = SpeechCodec(**kwargs)
     moshi = any(".in_projs.0." in k or k.startswith("encoder.model.") for k in state_dict)
     flat = {_rename(k, _MOSHI_TO_FLAT if moshi else _NESTED_TO_FLAT): v for k, v in state_dict.items()}
