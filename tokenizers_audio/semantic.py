@@ -17,6 +17,8 @@ The teacher's weights are saved with the codec and never trained.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,9 +52,7 @@ class TransformersTeacher(nn.Module):
         self.model = AutoModel.from_config(AutoConfig.for_model(model_type, **config))
         self.sample_rate, self.codec_rate = sample_rate, codec_rate
         self.feature_dim = self.model.config.hidden_size
-        hop = 1
-        for stride in getattr(self.model.config, "conv_stride", [320]):
-            hop *= stride
+        hop = math.prod(getattr(self.model.config, "conv_stride", [320]))  # input samples per feature frame
         self.samples_per_frame = hop * codec_rate // sample_rate
 
     def features(self, audio: torch.Tensor) -> torch.Tensor:

@@ -82,18 +82,17 @@ def _rename(name: str, rules) -> str:
     return name
 
 
+# MimiConfig fields that SpeechCodec implements at one value only (Mimi's)
+_FIXED_MIMI_SETTINGS = {"audio_channels": 1, "use_causal_conv": True, "pad_mode": "constant", "trim_right_ratio": 1.0,
+                        "use_conv_shortcut": False, "hidden_act": "gelu", "attention_bias": False}
+
+
 def mimi_config_to_zoo(hf_config) -> dict:
     """A transformers `MimiConfig` (object or dict) -> `SpeechCodec` keyword arguments."""
     c = hf_config.to_dict() if hasattr(hf_config, "to_dict") else dict(hf_config)
-    unsupported = {
-        "audio_channels": (c.get("audio_channels", 1), 1), "use_causal_conv": (c.get("use_causal_conv", True), True),
-        "pad_mode": (c.get("pad_mode", "constant"), "constant"), "trim_right_ratio": (c.get("trim_right_ratio", 1.0), 1.0),
-        "use_conv_shortcut": (c.get("use_conv_shortcut", False), False), "hidden_act": (c.get("hidden_act", "gelu"), "gelu"),
-        "attention_bias": (c.get("attention_bias", False), False),
-    }
-    for key, (value, wanted) in unsupported.items():
-        if value != wanted:
-            raise ValueError(f"MimiConfig.{key}={value!r} is not supported (SpeechCodec implements {wanted!r}).")
+    for key, value in _FIXED_MIMI_SETTINGS.items():
+        if c.get(key, value) != value:
+            raise ValueError(f"MimiConfig.{key}={c[key]!r} is not supported (SpeechCodec implements {value!r}).")
     heads = c["num_attention_heads"]
     if c.get("num_key_value_heads", heads) != heads or c.get("head_dim", c["hidden_size"] // heads) * heads != c["hidden_size"]:
         raise ValueError("only Mimi configs with num_key_value_heads == num_attention_heads and head_dim * heads == "

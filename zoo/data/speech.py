@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from zoo.audio import resample
+
 SAMPLE_RATE = 24_000
 ESPEAK_RATE = 22_050
 SPLIT_SEEDS = {"train": 0, "validation": 1, "test": 2}
@@ -145,8 +147,6 @@ def speak(spec: UtteranceSpec) -> torch.Tensor:
             raise RuntimeError(f"espeak-ng returned {f.getnchannels()} channels of {8 * f.getsampwidth()} bits; expected mono 16-bit.")
         rate = f.getframerate()
         pcm = np.frombuffer(f.readframes(f.getnframes()), dtype=np.int16)
-    from zoo.audio import resample
-
     wav = _trim_silence(resample(torch.from_numpy(pcm.astype(np.float32) / 32768.0), rate, SAMPLE_RATE))
     return wav * (PEAK / wav.abs().max().clamp(min=1e-4))  # espeak-ng speaks close to full scale: leave headroom
 

@@ -9,6 +9,7 @@ DNSMOS needs the `speechmos` package (and onnxruntime, librosa) and is skipped w
 from __future__ import annotations
 
 import functools
+import statistics
 import time
 
 import torch
@@ -93,4 +94,4 @@ def real_time_factor(fn, audio_seconds: float, repeats: int = 3) -> float:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2] / audio_seconds
+    return statistics.median(times) / audio_seconds
