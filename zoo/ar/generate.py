@@ -8,6 +8,9 @@ What a step emits is up to its `Step` object: `NextTokenStep` emits one token; l
 window of tokens, the codebooks of an audio frame or a whole scale by providing their own step, with
 the same loop, cache, guidance and sampling. CFG runs the conditional and unconditional rows as one
 batch [cond; uncond]. Nothing in the loop reads values back to the host.
+
+`generate_steps` is the loop itself, as a generator that yields the tokens so far after every step
+(streaming consumers decode them as they come and may stop early); `generate` runs it to the end.
 """
 
 from __future__ import annotations
@@ -89,8 +92,16 @@ def _row_prefix_mask(prefix_mask, uncond_prefix_mask, batch_size, num_prefix, us
     return torch.cat([m.bool().to(masks[0].device) for m in masks])
 
 
+def generate(model, num_tokens: int, **kwargs) -> GenerationOutput:
+    """Sample `num_tokens` tokens after a condition prefix: `generate_steps` run to the end (same arguments)."""
+    output = None
+    for output in generate_steps(model, num_tokens, **kwargs):
+        pass
+    return output
+
+
 @torch.no_grad()
-def generate(
+def generate_steps(
     model,
     num_tokens: int,
     *,
@@ -114,8 +125,12 @@ def generate(
     compile: bool = False,
     callback=None,
     progress: bool = False,
-) -> GenerationOutput:
-    """Sample `num_tokens` tokens after a condition prefix with an `ARTransformer`.
+):
+    """Sample `num_tokens` tokens after a condition prefix with an `ARTransformer`, step by step.
+
+    A generator: after every step it yields a `GenerationOutput` whose `tokens` [B, n] (and `probs`)
+    are views of the n tokens produced so far; the last one holds all `num_tokens`. Breaking out of
+    the loop stops generation there (a streaming consumer that saw an end-of-sequence token).
 
     Args:
         class_labels / prefix_ids / prefix_embeds: the condition (exactly one), B rows.
@@ -128,7 +143,8 @@ def generate(
         prompt_tokens: [B, n] the first n of the num_tokens tokens, given (continuation: an image's
             first rows, an audio prompt, the tokens a distilled model handed over); they are read in one
             pass after the prefix and returned unchanged at the start of `tokens`.
-        step: how a step turns hidden states into tokens and tokens into inputs (default: one token).
+        step: how a step turns hidden states into tokens and tokens into inputs (default: one token);
+            a step with a `check_tokens(ids, name)` method validates prompt_tokens itself.
         sampler: a callable (probs [B, k, V], start) -> ids [B, k] that replaces random sampling for
             tokens start..start+k-1 (distilled decoding's flow map, `zoo.flow.DiracFlowSampler`).
         return_probs: also return the sampling distribution of every token.
@@ -162,16 +178,20 @@ def generate(
     device = prefix.device
     if row_mask is not None:
         row_mask = row_mask.to(device)
-    num_given = _check_prompt(model, prompt_tokens, B, num_tokens)
+    num_given = _check_prompt(model, step, prompt_tokens, B, num_tokens)
     num_steps = step.num_steps(num_tokens - num_given)
+    if hasattr(step, "reset"):  # steps with state (frames emitted, MCTP caches) start afresh
+        step.reset(num_tokens=num_tokens, num_given=num_given, batch_size=B)
 
     tokens = torch.empty(B, num_tokens, dtype=torch.long, device=device)
-    probs_out = torch.empty(B, num_tokens, model.config.vocab_size, device=device) if return_probs else None
+    vocab_size = getattr(step, "vocab_size", model.config.vocab_size)  # what the step samples from
+    probs_out = torch.empty(B, num_tokens, vocab_size, device=device) if return_probs else None
     state = {"produced": num_given, "step": 0}
     if num_given:
         tokens[:, :num_given] = prompt_tokens.to(device)
-        if probs_out is not None:  # a given token had probability 1
-            probs_out[:, :num_given] = torch.nn.functional.one_hot(tokens[:, :num_given], probs_out.shape[-1]).float()
+        if probs_out is not None:  # a given token had probability 1 (an input-only id, e.g. START, none)
+            vocab = torch.arange(vocab_size, device=device)
+            probs_out[:, :num_given] = (tokens[:, :num_given, None] == vocab).float()
 
     def sample_fn(logits: torch.Tensor) -> torch.Tensor:
         """logits [R, k, V] -> tokens [B, k]: guidance, filtering, sampling, bookkeeping."""
@@ -197,14 +217,12 @@ def generate(
         decode = model.forward_hidden
         if compile:
             decode = _compiled_decode(model)
-        hidden = model.forward_hidden(prefix, input_pos=torch.arange(P, device=device), kv_len=P)  # prefill
-        input_pos, written = None, P
-        if num_given:  # the prompt in one pass after the prefix
-            written = P + num_given
-            input_pos = torch.arange(P, written, device=device)
-            hidden = model.forward_hidden(_prompt_inputs(model, step, tokens[:, :num_given], use_cfg), input_pos,
-                                          kv_len=written)
-            input_pos = None
+        first = prefix  # prefill: the prefix and any prompt tokens in one pass
+        if num_given:
+            first = torch.cat([prefix, _prompt_inputs(model, step, tokens[:, :num_given], use_cfg)], dim=1)
+        written = first.shape[1]
+        hidden = model.forward_hidden(first, input_pos=torch.arange(written, device=device), kv_len=written)
+        input_pos = None
     else:
         sequence = prefix
         if num_given:
@@ -220,11 +238,12 @@ def generate(
             callback(i, tokens[:, : state["produced"]])
         if i == num_steps - 1:
             break
+        yield _so_far(tokens, probs_out, state["produced"])
         x = step.embed(model, torch.cat([new, new]) if use_cfg else new)  # [R, n, D]
         if use_cache:
-            if input_pos is None:
+            if input_pos is None or len(input_pos) != x.shape[1]:
                 input_pos = torch.arange(written, written + x.shape[1], device=device)
-            else:
+            else:  # in place: a compiled step / CUDA graph keeps reading the same tensor
                 input_pos += x.shape[1]
             written += x.shape[1]
             # eager: attend to the written positions only; compiled: fixed shapes over the whole cache
@@ -235,10 +254,14 @@ def generate(
     bar.close()
     if state["produced"] != num_tokens:
         raise RuntimeError(f"the steps emitted {state['produced']} tokens, not the {num_tokens} asked for.")
-    return GenerationOutput(tokens=tokens, probs=probs_out)
+    yield GenerationOutput(tokens=tokens, probs=probs_out)
 
 
-def _check_prompt(model, prompt_tokens, batch_size: int, num_tokens: int) -> int:
+def _so_far(tokens, probs, produced: int) -> GenerationOutput:
+    return GenerationOutput(tokens=tokens[:, :produced], probs=None if probs is None else probs[:, :produced])
+
+
+def _check_prompt(model, step, prompt_tokens, batch_size: int, num_tokens: int) -> int:
     if prompt_tokens is None:
         return 0
     if prompt_tokens.dim() != 2 or prompt_tokens.shape[0] != batch_size:
@@ -246,7 +269,7 @@ def _check_prompt(model, prompt_tokens, batch_size: int, num_tokens: int) -> int
     if not 0 < prompt_tokens.shape[1] < num_tokens:
         raise ValueError(f"prompt_tokens must hold between 1 and num_tokens - 1 = {num_tokens - 1} tokens, got "
                          f"{prompt_tokens.shape[1]}.")
-    model.check_token_ids(prompt_tokens, "prompt_tokens")
+    getattr(step, "check_tokens", model.check_token_ids)(prompt_tokens, "prompt_tokens")
     return prompt_tokens.shape[1]
 
 

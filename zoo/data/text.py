@@ -1,12 +1,14 @@
-"""Text for text-to-image models without a pretrained text encoder: a word-level tokenizer of the
-Shapes caption language, and prompt batches laid out as an AR prefix.
+"""Text for generative models without a pretrained text encoder: a word-level tokenizer of the
+Shapes caption language (text-to-image), a character-level tokenizer of the speech transcripts
+(text-to-speech), and prompt batches laid out as an AR prefix.
 
     tokenizer = caption_tokenizer()                        # transformers.PreTrainedTokenizerFast
     ids, mask = encode_prompts(tokenizer, ["a red star at the top"], max_length=24)
+    ids, mask = encode_prompts(character_tokenizer(), ["the cat sat"], max_length=200, end_token=SOA)
 
-Prompts are left-padded to `max_length` and end in the start-of-image token `[SOI]`, so the image
-follows the prompt directly; the empty prompt (just `[SOI]`) is the unconditional row of CFG.
-Words outside the caption language become `[UNK]`.
+Prompts are left-padded to `max_length` and end in a start token (`[SOI]` before an image, `[SOA]`
+before audio), so the output follows the prompt directly; the empty prompt (just the start token)
+is the unconditional row of CFG. Words outside the caption language become `[UNK]`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from itertools import product
 
 import torch
 
-PAD, UNK, SOI, EOI = "[PAD]", "[UNK]", "[SOI]", "[EOI]"
+PAD, UNK, SOI, EOI, SOA = "[PAD]", "[UNK]", "[SOI]", "[EOI]", "[SOA]"
 SPECIAL_TOKENS = [PAD, UNK, SOI, EOI]
 
 
@@ -46,23 +48,43 @@ def caption_tokenizer():
                                    additional_special_tokens=[SOI, EOI], padding_side="left")
 
 
-def encode_prompts(tokenizer, prompts, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prompts -> (ids [B, max_length], mask [B, max_length]): left padding, then the words, then [SOI].
+def character_tokenizer(alphabet: str | None = None):
+    """One id per character of `alphabet` (default the speech transcripts' `zoo.data.speech.ALPHABET`)
+    after [PAD], [UNK] and [SOA], as a `transformers.PreTrainedTokenizerFast`."""
+    from tokenizers import Regex, Tokenizer, pre_tokenizers
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    from .speech import ALPHABET
+
+    alphabet = ALPHABET if alphabet is None else alphabet
+    if not alphabet or len(set(alphabet)) != len(alphabet):
+        raise ValueError(f"alphabet must be a non-empty string of distinct characters, got {alphabet!r}.")
+    vocab = {token: i for i, token in enumerate([PAD, UNK, SOA] + list(alphabet))}
+    tokenizer = Tokenizer(WordLevel(vocab, unk_token=UNK))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")  # every character a token
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token=PAD, unk_token=UNK,
+                                   additional_special_tokens=[SOA], padding_side="left")
+
+
+def encode_prompts(tokenizer, prompts, max_length: int, end_token: str = SOI) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts -> (ids [B, max_length], mask [B, max_length]): left padding, then the tokens, then
+    `end_token` ([SOI] before an image, [SOA] before audio).
 
     An empty string is the unconditional prompt. Raises ValueError for non-strings and for prompts
-    longer than max_length - 1 words.
+    longer than max_length - 1 tokens.
     """
     if isinstance(prompts, str):
         prompts = [prompts]
     if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise ValueError(f"prompt must be a string or a non-empty list of strings, got {prompts!r}.")
-    pad, soi = tokenizer.convert_tokens_to_ids([PAD, SOI])
+    pad, end = tokenizer.convert_tokens_to_ids([PAD, end_token])
     rows = []
     for prompt in prompts:
         words = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         if len(words) > max_length - 1:
             raise ValueError(f"the prompt {prompt!r} has {len(words)} tokens; this model reads at most "
                              f"{max_length - 1}. Shorten it.")
-        rows.append([pad] * (max_length - 1 - len(words)) + words + [soi])
+        rows.append([pad] * (max_length - 1 - len(words)) + words + [end])
     ids = torch.tensor(rows)
     return ids, ids != pad

@@ -1,0 +1,141 @@
+"""The speech LM on the shared engine: delays, the depth transformer's multi-token step, MCTP."""
+
+import pytest
+import torch
+
+from zoo.ar import generate
+from zoo.ar.speech import FrameStep, SpeechLM, delay_codes, moshi_delays, mctp_plan, undelay_codes
+from zoo.data.text import SOA, character_tokenizer, encode_prompts
+
+Q, V = 3, 16
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return SpeechLM(text_vocab_size=31, max_text_tokens=8, num_codebooks=Q, codebook_size=V, max_frames=24,
+                    hidden_size=32, num_layers=2, num_heads=2, depth_hidden_size=16, depth_layers=1, depth_heads=2,
+                    num_mctp_modules=3, text_dropout=0.0).eval()
+
+
+def prompt(texts=("the cat", "a dog")):
+    return encode_prompts(character_tokenizer(), list(texts), max_length=8, end_token=SOA)
+
+
+def fed_frames(model, tokens, num_given_frames=0):
+    """The frames the model read back: engine tokens [B, F * Q] with START / END forced as the step does."""
+    frames = tokens.view(tokens.shape[0], -1, Q).transpose(1, 2).clone()  # [B, Q, F]
+    for q, d in enumerate(model.delays):
+        frames[:, q, :d] = model.start_id
+    ended = torch.zeros(frames.shape[0], dtype=torch.bool)
+    for f in range(num_given_frames, frames.shape[2]):
+        frames[ended, 0, f] = model.end_id
+        ended |= frames[:, 0, f] == model.end_id
+    return frames
+
+
+def test_delay_pattern_and_its_inverse():
+    codes = torch.randint(0, V, (2, 4, 7))
+    delays = moshi_delays(4)
+    assert delays == [0, 1, 1, 1]
+    frames = delay_codes(codes, delays, start_id=V + 1, end_id=V)
+    assert frames.shape == (2, 4, 8)
+    assert (frames[:, 1:, 0] == V + 1).all() and (frames[:, 0, -1] == V).all()
+    assert torch.equal(frames[:, 1:, 1:], codes[:, 1:]) and torch.equal(frames[:, 0, :7], codes[:, 0])
+    assert torch.equal(undelay_codes(frames, delays), codes)
+    assert torch.equal(undelay_codes(delay_codes(codes, [0, 2, 1, 3], V + 1, V), [0, 2, 1, 3]), codes)
+    with pytest.raises(ValueError, match="one delay per codebook"):
+        delay_codes(codes, [0, 1], V + 1, V)
+
+
+def test_mctp_schedule_gives_exactly_the_requested_frames():
+    assert mctp_plan(None, 5, 0) == [1] * 5
+    assert mctp_plan("turbo", 25, 10) == [11, 11, 3]
+    assert mctp_plan([1, 4, 3, 8, 4, 10], 40, 10) == [5, 1, 1, 9, 1, 1, 1, 11, 5, 1, 1, 3]
+    assert mctp_plan("vanilla", 3, 0) == [1, 1, 1]
+    for frames in range(1, 30):
+        assert sum(mctp_plan("balance", frames, 10)) == frames
+    with pytest.raises(ValueError, match="MCTP modules"):
+        mctp_plan("turbo", 5, 3)
+    with pytest.raises(ValueError, match="pairs"):
+        mctp_plan([1, 2, 3], 5, 3)
+    with pytest.raises(ValueError, match="unknown MCTP schedule"):
+        mctp_plan("fast", 5, 3)
+
+
+def test_depth_step_emits_the_frame_codebooks_in_order(model):
+    ids, mask = prompt()
+    out = generate(model.backbone, 6 * Q, prefix_ids=ids, prefix_mask=mask, step=FrameStep(model),
+                   generator=torch.Generator().manual_seed(0))
+    assert out.tokens.shape == (2, 6 * Q)
+    assert out.tokens.max() <= V  # codes or END; START is never sampled
+    with pytest.raises(ValueError, match="whole frames"):
+        generate(model.backbone, 6 * Q + 1, prefix_ids=ids, prefix_mask=mask, step=FrameStep(model))
+
+
+@pytest.mark.parametrize("schedule", [None, [1, 2], "turbo_small"])
+def test_cached_decoding_equals_recomputation(model, schedule):
+    schedule = [2, 3] if schedule == "turbo_small" else schedule
+    ids, mask = prompt()
+    kwargs = dict(prefix_ids=ids, prefix_mask=mask, uncond_prefix_ids=prompt(["", ""])[0],
+                  uncond_prefix_mask=prompt(["", ""])[1], guidance_scale=2.0)
+    a = generate(model.backbone, 10 * Q, step=FrameStep(model, schedule), generator=torch.Generator().manual_seed(3),
+                 **kwargs)
+    b = generate(model.backbone, 10 * Q, step=FrameStep(model, schedule), generator=torch.Generator().manual_seed(3),
+                 use_cache=False, **kwargs)
+    assert torch.equal(a.tokens, b.tokens)
+
+
+@pytest.mark.parametrize("schedule", [None, [1, 3], [2, 2, 1, 1]])
+def test_decoding_distributions_equal_teacher_forcing(model, schedule):
+    """Every sampled token's distribution equals the training forward's (backbone or MCTP module k) on the
+    frames the model read: MCTP decoding with its lazily filled caches is the training computation."""
+    ids, mask = prompt()
+    given = torch.randint(0, V, (2, 2 * Q))
+    given.view(2, 2, Q)[:, 0, 1:] = model.start_id
+    out = generate(model.backbone, 12 * Q, prefix_ids=ids, prefix_mask=mask, step=FrameStep(model, schedule),
+                   prompt_tokens=given, return_probs=True, generator=torch.Generator().manual_seed(1))
+    frames = fed_frames(model, out.tokens, num_given_frames=2)
+    with torch.no_grad():
+        training = model(ids, mask, frames)
+    plan = mctp_plan(schedule, 10, 3)
+    source = [k for n in plan for k in range(n)]  # 0: the backbone, k: MCTP module k
+    for f, k in enumerate(source, start=2):
+        logits = training.logits[:, f] if k == 0 else training.mctp_logits[k - 1][:, f - k]
+        logits[:, 1:, model.end_id] = -1e9
+        expected = logits.softmax(-1)
+        got = out.probs.view(2, -1, Q, V + 1)[:, f]
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4, msg=f"frame {f} (module {k})")
+
+
+def test_bad_frames_raise(model):
+    ids, mask = prompt()
+    with pytest.raises(ValueError, match="must lie in"):
+        model(ids, mask, torch.full((2, Q, 5), V + 2))
+    with pytest.raises(ValueError, match="codebooks"):
+        model(ids, mask, torch.zeros(2, Q + 1, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match="MCTP modules"):
+        FrameStep(model, "turbo")
+
+
+def test_training_step_reduces_the_loss(model):
+    from zoo.ar.speech import speech_lm_loss
+
+    torch.manual_seed(0)
+    lm = SpeechLM(**model.config)
+    ids, mask = prompt()
+    codes = torch.randint(0, V, (2, Q, 10))
+    frames = delay_codes(torch.cat([codes, torch.full((2, Q, 1), V)], dim=2), lm.delays, lm.start_id, lm.end_id)
+    num_valid = torch.tensor([frames.shape[2]] * 2)
+    optimizer = torch.optim.AdamW(lm.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        out = lm(ids, mask, frames)
+        loss = speech_lm_loss(out.logits, frames, num_valid, lm.start_id)
+        loss = loss + sum(speech_lm_loss(m, frames, num_valid, lm.start_id, first_frame=k)
+                          for k, m in enumerate(out.mctp_logits, start=1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]

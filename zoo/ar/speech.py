@@ -1,0 +1,439 @@
+"""Speech language models on codec tokens: multi-stream frames, delays, a depth transformer and MCTP.
+
+Moshi's layout on the shared engine (`zoo.ar.generate`), for text-to-speech:
+
+    sequence        [text prompt, left-padded, ending in [SOA]] [frame 0] [frame 1] ...
+    frame input     the sum over codebooks q of emb_q(token_q)              (Moshi's summed embeddings)
+    delays          frame f holds codebook q's token of audio frame f - delay_q: the acoustic codebooks
+                    one frame behind the semantic one (Moshi's acoustic delay)
+    one step        the backbone's hidden state at the last position -> `DepthTransformer` -> the Q
+                    tokens of the next frame, sampled in order (a multi-token step of the engine)
+
+Token ids of every stream: 0..V-1 the codec's codes, V = END (end of speech, predicted on the semantic
+stream), V + 1 = START (a delayed stream before its first token; input only, as Moshi's initial token).
+
+MCTP (VITA-Audio): K light modules chained after the backbone. Module k is one decoder layer over
+W_k [RMSNorm(emb(frame t+k-1)) ; RMSNorm(h^{k-1}_t)] (h^0 = the backbone), shares the frame embeddings,
+the final norm and the depth head, and predicts frame t+k. A schedule [M1, m1, M2, m2, ...] (cycled)
+says how many frames the backbone emits, then how many the modules emit from its last hidden state;
+the backbone then reads all of them in one pass. Each module keeps its own KV cache over the frames,
+filled lazily, so decoding with MCTP equals the teacher-forced training computation.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from itertools import cycle
+
+import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from diffusers.utils import BaseOutput
+from torch import nn
+from torch.nn import functional as F
+
+from ..nn.attention import KVCache
+from ..nn.linear import Linear
+from ..nn.mlp import llama_ffn_dim
+from ..nn.norm import RMSNorm
+from ..nn.rope import rope_rotation
+from ..utils.io import AtomicSaveMixin
+from .transformer import ARTransformer, TransformerBlock
+
+# VITA-Audio's inference modes (mtp_inference_mode): [backbone frames, MCTP frames, ...], cycled.
+MCTP_SCHEDULES = {"vanilla": [1, 0], "balance": [1, 4, 3, 8, 4, 10], "boost": [1, 10, 4, 10], "turbo": [1, 10]}
+NEG = -1e9  # a logit that never wins; finite so that CFG's uncond + s * (cond - uncond) stays finite
+
+
+# ----------------------------------------------------------------------------- delays
+def moshi_delays(num_codebooks: int, acoustic_delay: int = 1) -> list[int]:
+    """Semantic codebook on time, the acoustic ones `acoustic_delay` frames behind (Moshi: 1)."""
+    return [0] + [acoustic_delay] * (num_codebooks - 1)
+
+
+def delay_codes(codes: torch.Tensor, delays: list[int], start_id: int, end_id: int) -> torch.Tensor:
+    """codes [B, Q, T] -> frames [B, Q, T + max(delays)]: stream q shifted right by delays[q], START
+    before it and END after it."""
+    B, Q, T = codes.shape
+    if len(delays) != Q:
+        raise ValueError(f"{len(delays)} delays for {Q} codebooks; pass one delay per codebook.")
+    frames = codes.new_full((B, Q, T + max(delays)), end_id)
+    for q, d in enumerate(delays):
+        frames[:, q, :d] = start_id
+        frames[:, q, d:d + T] = codes[:, q]
+    return frames
+
+
+def undelay_codes(frames: torch.Tensor, delays: list[int]) -> torch.Tensor:
+    """frames [B, Q, F] -> codes [B, Q, F - max(delays)]: the inverse of `delay_codes`."""
+    B, Q, num_frames = frames.shape
+    if len(delays) != Q:
+        raise ValueError(f"{len(delays)} delays for {Q} codebooks; pass one delay per codebook.")
+    T = num_frames - max(delays)
+    if T < 0:
+        raise ValueError(f"{num_frames} frames are fewer than the largest delay {max(delays)}.")
+    return torch.stack([frames[:, q, d:d + T] for q, d in enumerate(delays)], dim=1)
+
+
+def mctp_plan(schedule: list[int] | str | None, num_frames: int, num_modules: int) -> list[int]:
+    """Frames emitted by each engine step: [1, 1, ...] without MCTP; with a schedule [M1, m1, M2, m2, ...]
+    (or a VITA-Audio mode name) the backbone emits M frames, the last of them followed by m MCTP frames."""
+    if schedule is None:
+        return [1] * num_frames
+    if isinstance(schedule, str):
+        if schedule not in MCTP_SCHEDULES:
+            raise ValueError(f"unknown MCTP schedule {schedule!r}; pass one of {sorted(MCTP_SCHEDULES)} or a list.")
+        schedule = MCTP_SCHEDULES[schedule]
+    schedule = list(schedule)
+    if len(schedule) < 2 or len(schedule) % 2 or not all(isinstance(n, int) and n >= 0 for n in schedule):
+        raise ValueError(f"an MCTP schedule is pairs [backbone frames, MCTP frames, ...] of integers >= 0, got "
+                         f"{schedule}.")
+    pairs = list(zip(schedule[::2], schedule[1::2]))
+    if any(m < 1 for m, _ in pairs):
+        raise ValueError(f"every backbone count in the schedule must be >= 1, got {schedule}.")
+    if max(n for _, n in pairs) > num_modules:
+        raise ValueError(f"the schedule {schedule} asks for {max(n for _, n in pairs)} MCTP frames in a row; this "
+                         f"model has {num_modules} MCTP modules.")
+    plan, left = [], num_frames
+    for backbone_frames, mctp_frames in cycle(pairs):
+        for j in range(backbone_frames):
+            if left == 0:
+                return plan
+            n = 1 + (min(mctp_frames, left - 1) if j == backbone_frames - 1 else 0)
+            plan.append(n)
+            left -= n
+        if left == 0:
+            return plan
+
+
+# ----------------------------------------------------------------------------- modules
+class DepthTransformer(nn.Module):
+    """Moshi's depth transformer: the Q tokens of one frame, in order, from the backbone's hidden state.
+
+    Step k reads in_proj[k](h) + emb_{k-1}(token k-1) (step 0: in_proj[0](h) alone) and its own output
+    head gives token k. Input projections and heads are per step (Moshi's `depformer_multi_linear` and
+    `linears`); Moshi also gives each step its own attention and FFN weights (`weights_per_step`), zoo
+    shares them and numbers the steps with 1D RoPE instead (a smaller model for small data).
+    """
+
+    def __init__(self, num_codebooks: int, num_outputs: int, num_inputs: int, input_size: int, hidden_size: int,
+                 num_layers: int, num_heads: int, per_step_input: bool = True, dropout: float = 0.0):
+        super().__init__()
+        self.num_codebooks, self.num_outputs, self.num_inputs = num_codebooks, num_outputs, num_inputs
+        self.body = ARTransformer(
+            vocab_size=num_codebooks * num_outputs, input_vocab_size=max(num_codebooks - 1, 1) * num_inputs,
+            hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads, num_prefix_tokens=0,
+            seq_len=num_codebooks, position_embedding="rope_1d", resid_dropout=dropout, ffn_dropout=dropout)
+        self.in_proj = nn.ModuleList(Linear(input_size, hidden_size, bias=False)
+                                     for _ in range(num_codebooks if per_step_input else 1))
+
+    def _step_input(self, hidden: torch.Tensor, k: int) -> torch.Tensor:
+        return self.in_proj[k if len(self.in_proj) > 1 else 0](hidden)
+
+    def _token_embedding(self, tokens: torch.Tensor, k: int) -> torch.Tensor:
+        """Token of codebook k (ids 0..num_inputs-1) -> its embedding as the input of step k + 1."""
+        return self.body.token_embedding(tokens + k * self.num_inputs)
+
+    def _head(self, hidden: torch.Tensor, k: int) -> torch.Tensor:
+        weight = self.body.head.weight.view(self.num_codebooks, self.num_outputs, -1)[k]
+        return F.linear(hidden, weight).float()
+
+    def forward(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: hidden [N, input_size] and the frames' tokens [N, Q] -> logits [N, Q, num_outputs]."""
+        Q = self.num_codebooks
+        x = torch.stack([self._step_input(hidden, k) for k in range(Q)], dim=1)  # [N, Q, D]
+        if Q > 1:
+            previous = torch.stack([self._token_embedding(tokens[:, k], k) for k in range(Q - 1)], dim=1)
+            x = x + F.pad(previous, (0, 0, 1, 0))
+        h = self.body.forward_hidden(x)
+        weight = self.body.head.weight.view(Q, self.num_outputs, -1)
+        return torch.einsum("nqd,qvd->nqv", h, weight).float()
+
+    def sample(self, hidden: torch.Tensor, choose) -> torch.Tensor:
+        """hidden [R, input_size] -> tokens [R, Q]: step k's logits [R, 1, num_outputs] go to
+        choose(k, logits) -> the token [R, 1] that step k + 1 reads (sampling, CFG and forcing live there)."""
+        R = hidden.shape[0]
+        self.body.setup_cache(R, self.num_codebooks, device=hidden.device, dtype=hidden.dtype)
+        out = []
+        for k in range(self.num_codebooks):
+            x = self._step_input(hidden, k)[:, None]  # [R, 1, D]
+            if k:
+                x = x + self._token_embedding(out[-1], k - 1)
+            h = self.body.forward_hidden(x, input_pos=torch.tensor([k], device=hidden.device), kv_len=k + 1)
+            out.append(choose(k, self._head(h, k)))
+        return torch.cat(out, dim=1)
+
+
+class MCTPModule(nn.Module):
+    """One VITA-Audio MCTP module: a decoder layer over W [RMSNorm(frame embedding) ; RMSNorm(previous hidden)]."""
+
+    def __init__(self, dim: int, num_heads: int, ffn_dim: int, eps: float = 1e-5, dropout: float = 0.0):
+        super().__init__()
+        self.frame_norm = RMSNorm(dim, eps=eps)
+        self.hidden_norm = RMSNorm(dim, eps=eps)
+        self.proj = Linear(2 * dim, dim, bias=False)
+        self.block = TransformerBlock(dim, num_heads, num_heads, ffn_dim, eps, 0.0, dropout, dropout)
+
+    def forward(self, frame_embeds, hidden, rope, mask=None, input_pos=None, is_causal=False, kv_len=None):
+        x = self.proj(torch.cat([self.frame_norm(frame_embeds), self.hidden_norm(hidden)], dim=-1))
+        return self.block(x, rope, mask, input_pos, is_causal, kv_len)
+
+
+@dataclass
+class SpeechLMOutput(BaseOutput):
+    """logits [B, F, Q, V + 1] for every frame; mctp_logits[k - 1] [B, F - k, Q, V + 1] for frames k..F-1."""
+
+    logits: torch.Tensor
+    mctp_logits: list | None = None
+
+
+class SpeechLM(AtomicSaveMixin, ModelMixin, ConfigMixin):
+    """Text-to-speech over the codes of a `SpeechCodec`: a text prefix, then delayed multi-codebook frames.
+
+    Args:
+        text_vocab_size: ids of the text tokenizer (with its special tokens).
+        max_text_tokens: the prefix length (prompts are left-padded to it, [SOA] last).
+        num_codebooks, codebook_size: Q and V of the codec (its first Q codebooks).
+        delays: frames each codebook lags behind; default Moshi's [0, 1, 1, ...].
+        max_frames: frames after the prefix (the context), delays and END included.
+        hidden_size, num_layers, num_heads: the backbone (temporal) transformer, 1D RoPE.
+        depth_hidden_size, depth_layers, depth_heads, per_step_input: the depth transformer.
+        num_mctp_modules: K MCTP modules (0: none).
+        text_dropout: probability of training a row on the empty prompt (for classifier-free guidance).
+    """
+
+    @register_to_config
+    def __init__(self, text_vocab_size: int = 31, max_text_tokens: int = 200, num_codebooks: int = 8,
+                 codebook_size: int = 1024, delays: list[int] | None = None, max_frames: int = 400,
+                 hidden_size: int = 256, num_layers: int = 6, num_heads: int = 8, depth_hidden_size: int = 256,
+                 depth_layers: int = 2, depth_heads: int = 4, per_step_input: bool = True, num_mctp_modules: int = 0,
+                 text_dropout: float = 0.1, dropout: float = 0.0):
+        super().__init__()
+        delays = moshi_delays(num_codebooks) if delays is None else list(delays)
+        if len(delays) != num_codebooks or min(delays) < 0:
+            raise ValueError(f"delays must be {num_codebooks} integers >= 0 (one per codebook), got {delays}.")
+        if max_frames <= max(delays) + 1:
+            raise ValueError(f"max_frames={max_frames} leaves no room for audio after the delays {delays}.")
+        self.delays = delays
+        self.end_id, self.start_id = codebook_size, codebook_size + 1
+        with warnings.catch_warnings():  # the backbone has no output head of its own: the depth transformer predicts
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+            self.backbone = ARTransformer(
+                vocab_size=0, input_vocab_size=text_vocab_size, hidden_size=hidden_size, num_layers=num_layers,
+                num_heads=num_heads, num_prefix_tokens=max_text_tokens, seq_len=max_frames,
+                position_embedding="rope_1d", rope_prefix="positions", resid_dropout=dropout, ffn_dropout=dropout)
+        self.backbone.head.requires_grad_(False)
+        self.frame_embedding = nn.Embedding(num_codebooks * (codebook_size + 2), hidden_size)
+        nn.init.normal_(self.frame_embedding.weight, std=0.02)
+        self.depth = DepthTransformer(num_codebooks, codebook_size + 1, codebook_size + 2, hidden_size,
+                                      depth_hidden_size, depth_layers, depth_heads, per_step_input, dropout)
+        self.mctp = nn.ModuleList(MCTPModule(hidden_size, num_heads, llama_ffn_dim(hidden_size), dropout=dropout)
+                                  for _ in range(num_mctp_modules))
+
+    @property
+    def num_codebooks(self) -> int:
+        return self.config.num_codebooks
+
+    @property
+    def max_delay(self) -> int:
+        return max(self.delays)
+
+    def embed_frames(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Frames as flat ids [R, n * Q] (or [R, n, Q]) -> one summed embedding per frame [R, n, D]."""
+        Q = self.num_codebooks
+        frames = tokens.view(tokens.shape[0], -1, Q)
+        offsets = torch.arange(Q, device=tokens.device) * (self.config.codebook_size + 2)
+        return self.frame_embedding(frames + offsets).sum(dim=2)
+
+    def check_frames(self, frames: torch.Tensor, name: str = "frames"):
+        if frames.dtype not in (torch.long, torch.int, torch.int16):
+            raise ValueError(f"{name} must be integer token ids, got dtype {frames.dtype}.")
+        if frames.numel() and (frames.min() < 0 or frames.max() > self.start_id):
+            raise ValueError(f"{name} must lie in [0, {self.start_id}] (codes, END={self.end_id}, "
+                             f"START={self.start_id}), got min {int(frames.min())}, max {int(frames.max())}.")
+
+    def _rope(self, start: int, length: int, device) -> torch.Tensor:
+        table, _ = self.backbone._tables(device)
+        return rope_rotation(table[start:start + length])
+
+    def forward(self, text_ids: torch.Tensor, text_mask: torch.Tensor, frames: torch.Tensor) -> SpeechLMOutput:
+        """Teacher-forced logits for delayed frames [B, Q, F] after the prompt (ids, mask [B, max_text_tokens]).
+
+        The hidden state after [SOA] predicts frame 0, the one after frame t predicts frame t + 1; MCTP
+        module k predicts frame t + k from module k - 1's state at t and frame t + k - 1.
+        """
+        self.check_frames(frames)
+        B, Q, num_frames = frames.shape
+        if Q != self.num_codebooks:
+            raise ValueError(f"frames have {Q} codebooks; this model reads {self.num_codebooks}.")
+        P = self.config.max_text_tokens
+        if self.training and self.config.text_dropout > 0:  # CFG: some rows see the empty prompt ([SOA] only)
+            drop = torch.rand(B, device=text_ids.device) < self.config.text_dropout
+            text_mask = text_mask.clone()
+            text_mask[drop, :-1] = False
+        flat = frames.transpose(1, 2)  # [B, F, Q]
+        embeds = self.embed_frames(flat)  # [B, F, D]
+        x = torch.cat([self.backbone.embed_condition(prefix_ids=text_ids), embeds[:, :-1]], dim=1)
+        hidden = self.backbone.forward_hidden(x, prefix_mask=text_mask)[:, P - 1:]  # [B, F, D]
+        logits = self.depth(hidden.flatten(0, 1), flat.flatten(0, 1)).unflatten(0, (B, num_frames))
+        mctp_logits, previous = [], hidden
+        for k, module in enumerate(self.mctp, start=1):
+            length = num_frames - k
+            if length < 1:
+                break
+            previous = module(embeds[:, k - 1:num_frames - 1], previous[:, :length], self._rope(P - 1, length, x.device),
+                              is_causal=True)
+            h = self.backbone.norm(previous)
+            step_logits = self.depth(h.flatten(0, 1), flat[:, k:].flatten(0, 1)).unflatten(0, (B, length))
+            mctp_logits.append(step_logits)
+        return SpeechLMOutput(logits=logits, mctp_logits=mctp_logits or None)
+
+
+def speech_lm_loss(logits: torch.Tensor, frames: torch.Tensor, num_valid: torch.Tensor, start_id: int,
+                   first_frame: int = 0) -> torch.Tensor:
+    """Cross-entropy of logits [B, n, Q, V + 1] for frames [B, Q, first_frame + n ...] over the real slots:
+    frames before each row's `num_valid` [B] (audio, END and the delayed tail), START slots left out."""
+    B, n, Q, _ = logits.shape
+    targets = frames[:, :, first_frame:first_frame + n].transpose(1, 2)  # [B, n, Q]
+    index = torch.arange(first_frame, first_frame + n, device=frames.device)
+    valid = (index[None, :, None] < num_valid[:, None, None]) & (targets != start_id)
+    loss = F.cross_entropy(logits[valid], targets[valid])
+    return loss
+
+
+# ----------------------------------------------------------------------------- the engine step
+class FrameStep:
+    """A step of the shared decode loop that emits whole frames: the backbone's last hidden state goes
+    through the depth transformer (Q tokens); with an MCTP schedule some steps then run MCTP modules for
+    more frames, and the backbone reads all of a step's frames in its next pass."""
+
+    def __init__(self, model: SpeechLM, mctp_schedule: list[int] | str | None = None):
+        self.model = model
+        self.vocab_size = model.config.codebook_size + 1  # what the engine samples from (codes and END)
+        self.mctp_schedule = mctp_schedule
+        if mctp_schedule is not None:
+            mctp_plan(mctp_schedule, 1, len(model.mctp))  # validate early
+        self.reset(num_tokens=0, num_given=0, batch_size=0)
+
+    def reset(self, num_tokens: int, num_given: int, batch_size: int):
+        """Called by the engine before decoding: forget the previous generation."""
+        Q = self.model.num_codebooks
+        for name, value in (("num_tokens", num_tokens), ("num_given", num_given)):
+            if value % Q:
+                raise ValueError(f"{name}={value} is not a whole number of {Q}-token frames.")
+        self.frame = num_given // Q  # frames known so far (given or emitted)
+        self.plan = mctp_plan(self.mctp_schedule, (num_tokens - num_given) // Q, len(self.model.mctp))
+        self.steps_done = 0
+        self.ended = torch.zeros(batch_size, dtype=torch.bool)
+        self._mctp_ready, self._embedded = False, 0
+
+    def num_steps(self, num_tokens: int) -> int:
+        if num_tokens % self.model.num_codebooks:
+            raise ValueError(f"{num_tokens} tokens are not whole frames of {self.model.num_codebooks} codebooks.")
+        return len(mctp_plan(self.mctp_schedule, num_tokens // self.model.num_codebooks, len(self.model.mctp)))
+
+    def cache_length(self, num_prefix: int, num_tokens: int) -> int:
+        return num_prefix + num_tokens // self.model.num_codebooks - 1
+
+    def check_tokens(self, ids: torch.Tensor, name: str = "prompt_tokens"):
+        self.model.check_frames(ids, name)
+
+    @property
+    def _uses_mctp(self) -> bool:
+        return bool(self.model.mctp) and self.mctp_schedule is not None
+
+    def embed(self, backbone, tokens: torch.Tensor) -> torch.Tensor:
+        """Frames [R, n * Q] -> the backbone's next inputs [R, n, D] (kept for the MCTP modules too)."""
+        embeds = self.model.embed_frames(tokens)
+        if self._uses_mctp:
+            self._setup_mctp(embeds)
+            self.frame_embeds[:, self._embedded:self._embedded + embeds.shape[1]] = embeds
+            self._embedded += embeds.shape[1]
+        return embeds
+
+    def sample(self, backbone, hidden: torch.Tensor, sample_fn) -> torch.Tensor:
+        """hidden [R, n, D] of the backbone's newest positions -> this step's frames [B, frames * Q]."""
+        if self._uses_mctp:
+            self._store_backbone(hidden)
+        frames = [self._sample_frame(hidden[:, -1], sample_fn)]
+        for k in range(1, self.plan[self.steps_done]):
+            state = self._mctp_forward(k)  # [R, n, D], the newest position last
+            frames.append(self._sample_frame(self.model.backbone.norm(state[:, -1]), sample_fn))
+        self.steps_done += 1
+        return torch.cat(frames, dim=1)
+
+    def _sample_frame(self, hidden: torch.Tensor, sample_fn) -> torch.Tensor:
+        """One frame through the depth transformer: [R, D] -> tokens [B, Q] (START / END forced where due)."""
+        R, B = hidden.shape[0], len(self.ended)
+        frame, model = self.frame, self.model
+        ended = self.ended = self.ended.to(hidden.device)
+
+        def choose(k: int, logits: torch.Tensor) -> torch.Tensor:
+            if k:  # only the semantic stream ends speech
+                logits = logits.clone()
+                logits[..., model.end_id] = NEG
+            token = sample_fn(logits)  # [B, 1]
+            if model.delays[k] > frame:
+                token = torch.full_like(token, model.start_id)
+            elif k == 0:
+                token = torch.where(ended[:, None], model.end_id, token)
+            tokens_out.append(token)
+            return torch.cat([token] * (R // B))
+
+        tokens_out = []
+        self.model.depth.sample(hidden, choose)
+        tokens = torch.cat(tokens_out, dim=1)
+        if model.delays[0] <= frame:
+            self.ended = ended | (tokens[:, 0] == model.end_id)
+        if self._uses_mctp:
+            self._store_frame(tokens)
+        self.frame += 1
+        return tokens
+
+    # ------------------------------------------------------------------ MCTP state
+    # t indexes the frame a hidden state predicts: the backbone's state after [SOA] is t = 0. Per module k
+    # the buffers hold h^k_t; `filled[k]` counts the positions in module k's KV cache.
+    def _setup_mctp(self, like: torch.Tensor):
+        """Buffers and KV caches for `like.shape[0]` rows, once per generation."""
+        if self._mctp_ready:
+            return
+        model = self.model
+        R, D, length = like.shape[0], like.shape[-1], model.config.max_frames
+        options = dict(dtype=like.dtype, device=like.device)
+        self.states = torch.zeros(len(model.mctp) + 1, R, length, D, **options)
+        self.frame_embeds = torch.zeros(R, length, D, **options)
+        self.filled = [0] * (len(model.mctp) + 1)
+        for module in model.mctp:
+            attn = module.block.attn
+            attn.kv_cache = KVCache(R, attn.num_kv_heads, length, attn.head_dim, **options)
+        self._mctp_ready = True
+
+    def _store_backbone(self, hidden: torch.Tensor):
+        """Keep the backbone's states h^0_t of the positions it just read (t <= the frames known)."""
+        self._setup_mctp(hidden)
+        t_last = self.frame  # the newest state predicts the next frame
+        n = min(hidden.shape[1], t_last + 1 - self.filled[0])
+        self.states[0, :, t_last + 1 - n:t_last + 1] = hidden[:, -n:]
+        self.filled[0] = t_last + 1
+
+    def _store_frame(self, tokens: torch.Tensor):
+        R = self.states.shape[1]
+        self.frame_embeds[:, self.frame] = self.model.embed_frames(torch.cat([tokens] * (R // len(tokens))))[:, 0]
+
+    def _mctp_forward(self, k: int) -> torch.Tensor:
+        """Module k over the positions it has not read yet, up to the chain's -> its states there [R, n, D]."""
+        model = self.model
+        start, end = self.filled[k], self.frame - k + 1  # the chain started from the backbone's state at frame - k
+        if self.filled[k - 1] < end:
+            raise RuntimeError("MCTP modules must run in order (module k - 1 before module k).")
+        device, dtype = self.states.device, self.states.dtype
+        positions = torch.arange(start, end, device=device)
+        allowed = torch.arange(end, device=device)[None, :] <= positions[:, None]
+        bias = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, NEG)
+        rope = model._rope(model.config.max_text_tokens - 1 + start, end - start, device)
+        out = model.mctp[k - 1](self.frame_embeds[:, start + k - 1:end + k - 1], self.states[k - 1, :, start:end],
+                                rope, bias[None, None], positions, kv_len=end)
+        self.states[k, :, start:end] = out
+        self.filled[k] = end
+        return out
