@@ -17,13 +17,13 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     # engine
-    "ARTransformer": "zoo.ar", "generate": "zoo.ar", "GenerationOutput": "zoo.ar", "NextTokenStep": "zoo.ar", "DDTransformer": "zoo.ar.distilled", "TokenShuffleTransformer": "zoo.ar.token_shuffle",
+    "ARTransformer": "zoo.ar", "generate": "zoo.ar", "GenerationOutput": "zoo.ar", "NextTokenStep": "zoo.ar", "DDTransformer": "zoo.ar.distilled", "TokenShuffleTransformer": "zoo.ar.token_shuffle", "SpeechLM": "zoo.ar.speech", "generate_steps": "zoo.ar",
     "ConstantGuidance": "zoo.ar", "LinearGuidance": "zoo.ar", "GuidanceSchedule": "zoo.ar",
     # tokenizers
     "VQModel": "tokenizers_visual", "CodeClusters": "tokenizers_visual", "ShapesClassifier": "zoo.metrics.classifier",
     "SpeechCodec": "tokenizers_audio", "SpeechRecognizer": "zoo.metrics.recognizer",
     # pipelines
-    "ZooPipeline": "pipelines", "ARImagePipeline": "pipelines", "CTFPipeline": "pipelines", "DistilledPipeline": "pipelines", "TokenShufflePipeline": "pipelines", "ARTokenPipeline": "pipelines", "TokenPipelineOutput": "pipelines",
+    "ZooPipeline": "pipelines", "ARImagePipeline": "pipelines", "CTFPipeline": "pipelines", "DistilledPipeline": "pipelines", "TokenShufflePipeline": "pipelines", "CodecTTSPipeline": "pipelines", "SpeechContinuationPipeline": "pipelines", "SpeechPipelineOutput": "pipelines", "ARTokenPipeline": "pipelines", "TokenPipelineOutput": "pipelines",
     # loading and the catalogue
     "load": "zoo.hub", "resolve": "zoo.hub", "ModelNotFoundError": "zoo.hub",
     "list_models": "weights_registry", "Entry": "weights_registry",

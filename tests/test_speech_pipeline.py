@@ -1,0 +1,115 @@
+"""CodecTTSPipeline and SpeechContinuationPipeline on tiny random models: lengths, streaming == offline,
+MCTP schedules, saving and loading, input errors."""
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DiffusionPipeline
+
+from pipelines import CodecTTSPipeline, SpeechContinuationPipeline
+from tokenizers_audio import SpeechCodec
+from zoo.ar.speech import SpeechLM
+from zoo.data.text import character_tokenizer
+
+CODEC = dict(num_filters=8, hidden_size=32, num_transformer_layers=2, num_heads=4, ffn_dim=64, context=5,
+             num_codebooks=4, codebook_size=16, codebook_dim=8)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    torch.manual_seed(0)
+    lm = SpeechLM(text_vocab_size=31, max_text_tokens=24, num_codebooks=3, codebook_size=16, max_frames=20,
+                  hidden_size=32, num_layers=2, num_heads=2, depth_hidden_size=16, depth_layers=1, depth_heads=2,
+                  num_mctp_modules=2)
+    with torch.no_grad():  # codebook 0 uniform over codes and END: rows end after ~17 frames, some within budget
+        lm.depth.body.head.weight[:17].zero_()
+    pipe = CodecTTSPipeline(lm=lm.eval(), tokenizer=character_tokenizer(), codec=SpeechCodec(**CODEC).eval())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def seeds(n, seed=0):
+    return [torch.Generator().manual_seed(seed + i) for i in range(n)]
+
+
+def test_tts_lengths_follow_the_end_token(pipe):
+    out = pipe(["the cat sat", "a dog", "hi there", "we ran"], generator=seeds(4))
+    assert out.sample_rate == 24_000 and len(out.audios) == 4
+    for audio, codes in zip(out.audios, out.codes):
+        assert codes.shape[0] == 3 and audio.dtype == np.float32
+        assert audio.shape == (codes.shape[1] * pipe.codec.frame_size,)
+        assert codes.max() < 16
+    assert min(c.shape[1] for c in out.codes) < 19  # at least one row said END before the budget
+
+
+@pytest.mark.parametrize("schedule", [None, [1, 2]])
+def test_streaming_gives_the_offline_waveform(pipe, schedule):
+    offline = pipe("the cat sat", generator=torch.Generator().manual_seed(5), mctp_schedule=schedule).audios[0]
+    chunks = list(pipe("the cat sat", generator=torch.Generator().manual_seed(5), mctp_schedule=schedule,
+                       stream=True, chunk_frames=2))
+    assert len(chunks) > 1
+    np.testing.assert_allclose(np.concatenate(chunks), offline, atol=1e-5)
+
+
+def test_max_seconds_and_guidance(pipe):
+    out = pipe("the cat sat", max_seconds=0.2, guidance_scale=2.0, generator=torch.Generator().manual_seed(1))
+    assert len(out.codes[0][0]) <= 5  # 0.2 s at 12.5 Hz is 3 frames (the budget rounds up)
+    with pytest.raises(ValueError, match="max_seconds"):
+        pipe("the cat sat", max_seconds=-1)
+
+
+def test_continuation_returns_what_follows_the_prompt(pipe):
+    cont = SpeechContinuationPipeline(**pipe.components)
+    cont.set_progress_bar_config(disable=True)
+    prompt = 0.1 * torch.randn(1, 1, 4 * pipe.codec.frame_size)
+    out = cont(prompt, sample_rate=24_000, generator=torch.Generator().manual_seed(2))
+    total = out.codes[0].shape[1]
+    assert total >= 4 and out.audios[0].shape == ((total - 4) * pipe.codec.frame_size,)
+    chunks = list(cont(prompt, sample_rate=24_000, generator=torch.Generator().manual_seed(2), stream=True))
+    np.testing.assert_allclose(np.concatenate(chunks) if chunks else np.zeros(0), out.audios[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("", "empty"), ("   ", "empty"), ("call me at 42", "cannot say"), ("naïve", "cannot say"),
+    ("a very long sentence that goes on and on", "at most"), (3, "string"), ([], "non-empty"),
+])
+def test_bad_text_raises(pipe, text, match):
+    with pytest.raises(ValueError, match=match):
+        pipe(text)
+
+
+def test_punctuation_is_dropped(pipe):
+    a = pipe("The cat, sat!", generator=torch.Generator().manual_seed(0), max_seconds=0.3).codes[0]
+    b = pipe("the cat sat", generator=torch.Generator().manual_seed(0), max_seconds=0.3).codes[0]
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("audio, rate, match", [
+    (torch.full((1, 1, 1920), float("nan")), 24_000, "NaN"),
+    (torch.zeros(1, 1, 1920), 16_000, "16000"),
+    (torch.zeros(1, 1, 1920), None, "unknown"),
+])
+def test_bad_audio_prompts_raise(pipe, audio, rate, match):
+    cont = SpeechContinuationPipeline(**pipe.components)
+    with pytest.raises(ValueError, match=match):
+        cont(audio, sample_rate=rate)
+
+
+def test_bad_call_arguments_raise(pipe):
+    with pytest.raises(ValueError, match="output_type"):
+        pipe("hi", output_type="pil")
+    with pytest.raises(ValueError, match="one text at a time"):
+        pipe(["hi", "yo"], stream=True)
+    with pytest.raises(ValueError, match="MCTP modules"):
+        pipe("hi", mctp_schedule="turbo")
+
+
+def test_save_and_load(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path)
+    loaded = DiffusionPipeline.from_pretrained(tmp_path)
+    assert isinstance(loaded, CodecTTSPipeline)
+    loaded.set_progress_bar_config(disable=True)
+    a = pipe("we ran", generator=torch.Generator().manual_seed(3)).audios[0]
+    b = loaded("we ran", generator=torch.Generator().manual_seed(3)).audios[0]
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    assert isinstance(SpeechContinuationPipeline.from_pretrained(tmp_path), SpeechContinuationPipeline)
