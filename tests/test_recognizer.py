@@ -94,6 +94,17 @@ def test_asr_and_codec_recipes_run(tmp_path):
     out, rate = read_wav(tmp_path / "out.wav")
     assert rate == 24_000 and out.shape[-1] == len(wav)
 
+    # the TTS recipe on that codec, then `zoo generate` on its pipeline
+    assert main(["train", "tts-speech", "--out", str(tmp_path / "tts"), "--codec", codec, "--codebooks", "2",
+                 "--utterances", "4", "--steps", "2", "--batch-size", "2", "--hidden", "32", "--layers", "1",
+                 "--heads", "2", "--depth-hidden", "32", "--depth-layers", "1", "--mctp-modules", "2",
+                 "--mctp-frames", "4", "--max-text-tokens", "240", "--cache-dir", cache]) == 0
+    assert '"ce_mctp2"' in (tmp_path / "tts" / "metrics.jsonl").read_text()
+    assert main(["generate", str(tmp_path / "tts" / "pipeline"), "--text", "the cat sat", "--max-seconds", "0.3",
+                 "--mctp-schedule", "1,2", "--out", str(tmp_path / "speech.wav")]) == 0
+    speech_out, rate = read_wav(tmp_path / "speech.wav")
+    assert rate == 24_000 and 0 < speech_out.shape[-1] <= 10 * 960
+
 
 @needs_espeak
 def test_builtin_recognizer_transcribes_clean_speech(offline, tmp_path):

@@ -90,6 +90,17 @@ def _save_output(output, out: Path) -> str:
         else:
             raise ValueError(f"token outputs are written as .npy or .pt, not {out.suffix!r}.")
         return f"tokens {tuple(tokens.shape)}"
+    if hasattr(output, "audios"):
+        from zoo.audio import write_wav
+
+        if out.suffix != ".wav":
+            raise ValueError(f"audio outputs are written as .wav, not {out.suffix!r}.")
+        paths = [out] if len(output.audios) == 1 else [out.with_name(f"{out.stem}-{i}.wav")
+                                                       for i in range(len(output.audios))]
+        for path, audio in zip(paths, output.audios):
+            write_wav(path, torch.as_tensor(audio), output.sample_rate)
+        seconds = sum(len(a) for a in output.audios) / output.sample_rate
+        return f"{len(paths)} waveform(s), {seconds:.2f} s at {output.sample_rate} Hz,"
     raise ValueError(f"zoo generate does not know how to write a {type(output).__name__}.")
 
 
@@ -105,7 +116,8 @@ def cmd_generate(args) -> int:
         "class_labels": labels, "prompt": args.prompt, "num_inference_steps": args.steps,
         "num_images_per_prompt": args.num,
         "guidance_scale": args.guidance_scale, "temperature": args.temperature, "top_k": args.top_k,
-        "top_p": args.top_p, "num_tokens": args.num_tokens,
+        "top_p": args.top_p, "num_tokens": args.num_tokens, "text": args.text, "max_seconds": args.max_seconds,
+        "mctp_schedule": args.mctp_schedule,
     }
     kwargs = {k: v for k, v in given.items() if v is not None}
     unsupported = sorted(k for k in kwargs if k not in params)
@@ -269,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class", dest="class_labels", action="append", help="class id or name (repeatable)")
     p.add_argument("--num", type=int, help="images per class / prompt")
     p.add_argument("--prompt", help="text prompt")
+    p.add_argument("--text", action="append", help="text to say (speech pipelines; repeatable)")
+    p.add_argument("--max-seconds", type=float, help="longest audio to generate (speech pipelines)")
+    p.add_argument("--mctp-schedule", help="speech pipelines with MCTP modules: turbo, boost, balance or vanilla")
     p.add_argument("--steps", type=int, help="inference steps (for pipelines that take them)")
     p.add_argument("--num-tokens", type=int, help="tokens to sample (token pipelines)")
     p.add_argument("--guidance-scale", type=float)
@@ -276,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int)
     p.add_argument("--top-p", type=float)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, required=True, help="output file: .png grid for images, .npy/.pt for tokens")
+    p.add_argument("--out", type=Path, required=True, help="output file: .png grid for images, .npy/.pt for tokens, .wav for speech")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("tokenize", help="encode images (Shapes or your own folder) or WAV files into tokens")

@@ -78,9 +78,12 @@ def undelay_codes(frames: torch.Tensor, delays: list[int]) -> torch.Tensor:
 
 def mctp_plan(schedule: list[int] | str | None, num_frames: int, num_modules: int) -> list[int]:
     """Frames emitted by each engine step: [1, 1, ...] without MCTP; with a schedule [M1, m1, M2, m2, ...]
-    (or a VITA-Audio mode name) the backbone emits M frames, the last of them followed by m MCTP frames."""
+    (a VITA-Audio mode name, or "M1,m1,..." as on the command line) the backbone emits M frames, the last of
+    them followed by m MCTP frames."""
     if schedule is None:
         return [1] * num_frames
+    if isinstance(schedule, str) and schedule.replace(",", "").isdigit():
+        schedule = [int(n) for n in schedule.split(",")]
     if isinstance(schedule, str):
         if schedule not in MCTP_SCHEDULES:
             raise ValueError(f"unknown MCTP schedule {schedule!r}; pass one of {sorted(MCTP_SCHEDULES)} or a list.")
@@ -182,10 +185,12 @@ class MCTPModule(nn.Module):
 
 @dataclass
 class SpeechLMOutput(BaseOutput):
-    """logits [B, F, Q, V + 1] for every frame; mctp_logits[k - 1] [B, F - k, Q, V + 1] for frames k..F-1."""
+    """logits [B, F, Q, V + 1] for every frame; mctp_logits[k - 1] [B, n, Q, V + 1] from MCTP module k for
+    the frames mctp_targets[k - 1] [n] (all of k..F-1 unless subsampled)."""
 
     logits: torch.Tensor
     mctp_logits: list | None = None
+    mctp_targets: list | None = None
 
 
 class SpeechLM(AtomicSaveMixin, ModelMixin, ConfigMixin):
@@ -257,49 +262,78 @@ class SpeechLM(AtomicSaveMixin, ModelMixin, ConfigMixin):
         table, _ = self.backbone._tables(device)
         return rope_rotation(table[start:start + length])
 
-    def forward(self, text_ids: torch.Tensor, text_mask: torch.Tensor, frames: torch.Tensor) -> SpeechLMOutput:
+    def forward(self, text_ids: torch.Tensor, text_mask: torch.Tensor, frames: torch.Tensor,
+                mctp_detach: bool = False, mctp_frames: int | None = None) -> SpeechLMOutput:
         """Teacher-forced logits for delayed frames [B, Q, F] after the prompt (ids, mask [B, max_text_tokens]).
 
         The hidden state after [SOA] predicts frame 0, the one after frame t predicts frame t + 1; MCTP
         module k predicts frame t + k from module k - 1's state at t and frame t + k - 1.
+
+        mctp_detach: the MCTP losses do not reach the backbone (VITA-Audio's gradient detach).
+        mctp_frames: run the depth transformer for each MCTP module at this many random frames only
+            (training cost); `mctp_targets` then says which frames each module's logits are for.
         """
+        hidden, embeds = self.backbone_states(text_ids, text_mask, frames)
+        flat = frames.transpose(1, 2)  # [B, F, Q]
+        logits = self.frame_logits(hidden, flat)
+        mctp_logits, mctp_targets = [], []
+        for k, h in enumerate(self.mctp_states(hidden, embeds, detach=mctp_detach), start=1):
+            targets = torch.arange(k, flat.shape[1], device=flat.device)
+            if mctp_frames is not None and mctp_frames < len(targets):
+                pick = torch.randperm(len(targets), device=flat.device)[:mctp_frames].sort().values
+                h, targets = h[:, pick], targets[pick]
+            mctp_logits.append(self.frame_logits(h, flat[:, targets]))
+            mctp_targets.append(targets)
+        return SpeechLMOutput(logits=logits, mctp_logits=mctp_logits or None, mctp_targets=mctp_targets or None)
+
+    def backbone_states(self, text_ids, text_mask, frames) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (the backbone's normed states [B, F, D], state t predicting frame t; the frame embeddings [B, F, D])."""
         self.check_frames(frames)
-        B, Q, num_frames = frames.shape
+        B, Q, _ = frames.shape
         if Q != self.num_codebooks:
             raise ValueError(f"frames have {Q} codebooks; this model reads {self.num_codebooks}.")
-        P = self.config.max_text_tokens
         if self.training and self.config.text_dropout > 0:  # CFG: some rows see the empty prompt ([SOA] only)
             drop = torch.rand(B, device=text_ids.device) < self.config.text_dropout
             text_mask = text_mask.clone()
             text_mask[drop, :-1] = False
-        flat = frames.transpose(1, 2)  # [B, F, Q]
-        embeds = self.embed_frames(flat)  # [B, F, D]
+        embeds = self.embed_frames(frames.transpose(1, 2))  # [B, F, D]
         x = torch.cat([self.backbone.embed_condition(prefix_ids=text_ids), embeds[:, :-1]], dim=1)
-        hidden = self.backbone.forward_hidden(x, prefix_mask=text_mask)[:, P - 1:]  # [B, F, D]
-        logits = self.depth(hidden.flatten(0, 1), flat.flatten(0, 1)).unflatten(0, (B, num_frames))
-        mctp_logits, previous = [], hidden
+        hidden = self.backbone.forward_hidden(x, prefix_mask=text_mask)
+        return hidden[:, self.config.max_text_tokens - 1:], embeds
+
+    def mctp_states(self, hidden: torch.Tensor, embeds: torch.Tensor, detach: bool = False) -> list[torch.Tensor]:
+        """Module k's normed states [B, F - k, D] (state t predicts frame t + k), k = 1..K."""
+        if detach:
+            hidden, embeds = hidden.detach(), embeds.detach()
+        states, previous, num_frames = [], hidden, hidden.shape[1]
         for k, module in enumerate(self.mctp, start=1):
             length = num_frames - k
             if length < 1:
                 break
-            previous = module(embeds[:, k - 1:num_frames - 1], previous[:, :length], self._rope(P - 1, length, x.device),
-                              is_causal=True)
-            h = self.backbone.norm(previous)
-            step_logits = self.depth(h.flatten(0, 1), flat[:, k:].flatten(0, 1)).unflatten(0, (B, length))
-            mctp_logits.append(step_logits)
-        return SpeechLMOutput(logits=logits, mctp_logits=mctp_logits or None)
+            rope = self._rope(self.config.max_text_tokens - 1, length, hidden.device)
+            previous = module(embeds[:, k - 1:num_frames - 1], previous[:, :length], rope, is_causal=True)
+            states.append(self.backbone.norm(previous))
+        return states
+
+    def frame_logits(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The depth transformer, teacher-forced: states [..., D] and their frames' tokens [..., Q] ->
+        logits [..., Q, V + 1]."""
+        lead = hidden.shape[:-1]
+        return self.depth(hidden.reshape(-1, hidden.shape[-1]), tokens.reshape(-1, tokens.shape[-1])).unflatten(0, lead)
 
 
 def speech_lm_loss(logits: torch.Tensor, frames: torch.Tensor, num_valid: torch.Tensor, start_id: int,
-                   first_frame: int = 0) -> torch.Tensor:
-    """Cross-entropy of logits [B, n, Q, V + 1] for frames [B, Q, first_frame + n ...] over the real slots:
-    frames before each row's `num_valid` [B] (audio, END and the delayed tail), START slots left out."""
+                   targets: torch.Tensor | None = None, codebook: int | None = None) -> torch.Tensor:
+    """Cross-entropy of logits [B, n, Q, V + 1] for the frames `targets` [n] (default 0..n-1) of frames
+    [B, Q, F], over the real slots: frames before each row's `num_valid` [B] (audio, END and the delayed
+    tail), START slots left out. codebook: that codebook's loss only."""
     B, n, Q, _ = logits.shape
-    targets = frames[:, :, first_frame:first_frame + n].transpose(1, 2)  # [B, n, Q]
-    index = torch.arange(first_frame, first_frame + n, device=frames.device)
-    valid = (index[None, :, None] < num_valid[:, None, None]) & (targets != start_id)
-    loss = F.cross_entropy(logits[valid], targets[valid])
-    return loss
+    targets = torch.arange(n, device=frames.device) if targets is None else targets
+    labels = frames[:, :, targets].transpose(1, 2)  # [B, n, Q]
+    valid = (targets[None, :, None] < num_valid[:, None, None]) & (labels != start_id)
+    if codebook is not None:
+        valid = valid & (torch.arange(Q, device=frames.device) == codebook)
+    return F.cross_entropy(logits[valid], labels[valid])
 
 
 # ----------------------------------------------------------------------------- the engine step

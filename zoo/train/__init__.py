@@ -10,6 +10,7 @@ RECIPES: dict[str, str] = {
     "dd-shapes": "zoo.train.dd_shapes",
     "shapes-classifier": "zoo.train.shapes_classifier",
     "token-shuffle-shapes": "zoo.train.token_shuffle_shapes",
+    "tts-speech": "zoo.train.tts_speech",
     "llamagen-shapes": "zoo.train.llamagen_shapes",
     "vq-shapes": "zoo.train.vq_shapes",
 }

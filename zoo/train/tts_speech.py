@@ -1,0 +1,174 @@
+"""Train a text-to-speech LM (`SpeechLM`) on the codes of a speech codec, and export a CodecTTSPipeline.
+
+    zoo train tts-speech --out runs/tts-speech --codec codec-speech --steps 4000
+
+The codec (a built-in name or a folder) encodes the training utterances once; the codes are cached in
+`--out/codes-<split>-<n>.safetensors`. The LM reads the transcript (characters) and learns the delayed
+frames of the first `--codebooks` codebooks, END after the last frame. `--mctp-modules K` adds
+VITA-Audio's MCTP modules: they read detached backbone states (VITA-Audio's gradient detach, so the
+backbone is the one plain decoding uses), and their depth-transformer loss runs at `--mctp-frames`
+random frames per batch to bound the cost on a CPU. The pipeline is written to `--out/pipeline`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from zoo.ar.speech import SpeechLM, delay_codes, speech_lm_loss
+from zoo.data.speech import SpeechDataset
+from zoo.data.text import SOA, character_tokenizer, encode_prompts
+from zoo.train.loop import TrainConfig, train
+
+
+class SpeechCodes(torch.utils.data.Dataset):
+    """Utterances as (transcript, codec codes [Q, T]); encoded once with `codec` and cached at `path`."""
+
+    def __init__(self, codec, data: SpeechDataset, num_codebooks: int, path: str | Path, progress: bool = True):
+        self.path = Path(path)
+        expected = {"utterances": str(len(data)), "num_codebooks": str(num_codebooks),
+                    "codec": json.dumps({k: v for k, v in codec.config.items() if not k.startswith("_")}, sort_keys=True)}
+        if not self._load(expected):
+            self._build(codec, data, num_codebooks, expected, progress)
+            self._load(expected)
+
+    def _load(self, expected: dict) -> bool:
+        from safetensors import safe_open
+
+        if not self.path.is_file():
+            return False
+        with safe_open(self.path, "pt") as f:
+            metadata = f.metadata()
+            if any(metadata.get(k) != v for k, v in expected.items()):
+                raise ValueError(f"{self.path} holds codes of another codec or data set; delete it or pick another --out.")
+            self.codes, self.offsets = f.get_tensor("codes"), f.get_tensor("offsets")
+            self.texts = json.loads(metadata["texts"])
+        return True
+
+    def _build(self, codec, data, num_codebooks, metadata, progress):
+        from safetensors.torch import save_file
+        from tqdm.auto import tqdm
+
+        from zoo.utils.io import atomic_path
+
+        codes = [codec.encode(data.audio(i), codec.config.sample_rate, num_codebooks=num_codebooks)[0].short()
+                 for i in tqdm(range(len(data)), desc="encoding with the codec", disable=not progress)]
+        offsets = torch.tensor([0] + [c.shape[1] for c in codes]).cumsum(0)
+        texts = [data.specs[i].text for i in range(len(data))]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.path) as tmp:
+            save_file({"codes": torch.cat(codes, dim=1), "offsets": offsets}, tmp,
+                      metadata={**metadata, "texts": json.dumps(texts)})
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"text": self.texts[index], "codes": self.codes[:, self.offsets[index]:self.offsets[index + 1]].long()}
+
+
+def make_collate(lm: SpeechLM, tokenizer):
+    """Items -> a batch: prompts (ids, mask), delayed frames [B, Q, F] (codes, END, padding) and num_valid [B]."""
+    end, start = lm.end_id, lm.start_id
+
+    def collate(items):
+        ids, mask = encode_prompts(tokenizer, [item["text"] for item in items], lm.config.max_text_tokens,
+                                   end_token=SOA)
+        rows = []
+        for item in items:
+            codes = item["codes"][None]
+            codes = torch.cat([codes, torch.full_like(codes[..., :1], end)], dim=2)  # END after the last frame
+            rows.append(delay_codes(codes, lm.delays, start, end)[0])
+        lengths = torch.tensor([r.shape[1] for r in rows])
+        if lengths.max() > lm.config.max_frames:
+            raise ValueError(f"an utterance needs {int(lengths.max())} frames; the LM holds {lm.config.max_frames}.")
+        frames = torch.full((len(rows), lm.num_codebooks, int(lengths.max())), end)
+        for i, r in enumerate(rows):
+            frames[i, :, :r.shape[1]] = r
+        return {"text_ids": ids, "text_mask": mask, "frames": frames, "num_valid": lengths}
+
+    return collate
+
+
+def make_loss(mctp_weight: float, mctp_frames: int | None):
+    def loss_fn(model, batch):
+        lm = getattr(model, "module", model)
+        out = model(batch["text_ids"], batch["text_mask"], batch["frames"], mctp_detach=True, mctp_frames=mctp_frames)
+        frames, valid = batch["frames"], batch["num_valid"]
+        loss = speech_lm_loss(out.logits, frames, valid, lm.start_id)
+        with torch.no_grad():
+            metrics = {"ce": loss.item(),
+                       "ce_semantic": speech_lm_loss(out.logits, frames, valid, lm.start_id, codebook=0).item()}
+        if out.mctp_logits:
+            mctp = torch.stack([speech_lm_loss(logits, frames, valid, lm.start_id, targets=t)
+                                for logits, t in zip(out.mctp_logits, out.mctp_targets)])
+            metrics.update({f"ce_mctp{k}": v.item() for k, v in enumerate(mctp, start=1)})
+            loss = loss + mctp_weight * mctp.mean()
+        return loss, metrics
+
+    return loss_fn
+
+
+def main(argv=None) -> int:
+    import zoo
+    from pipelines import CodecTTSPipeline
+    from tokenizers_audio import SpeechCodec
+
+    p = argparse.ArgumentParser(prog="zoo train tts-speech", description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--codec", default="codec-speech", help="speech codec: built-in name, folder or Hub id")
+    p.add_argument("--codebooks", type=int, default=8, help="codebooks the LM predicts (the codec's first)")
+    p.add_argument("--utterances", type=int, default=3000)
+    p.add_argument("--cache-dir", default=None, help="the speech data cache")
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--layers", type=int, default=6)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--depth-hidden", type=int, default=128)
+    p.add_argument("--depth-layers", type=int, default=2)
+    p.add_argument("--max-text-tokens", type=int, default=240)
+    p.add_argument("--max-frames", type=int, default=340)
+    p.add_argument("--mctp-modules", type=int, default=0)
+    p.add_argument("--mctp-weight", type=float, default=1.0)
+    p.add_argument("--mctp-frames", type=int, default=64, help="frames per batch at which each MCTP module is scored")
+    p.add_argument("--text-dropout", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    codec = zoo.load(args.codec)
+    if not isinstance(codec, SpeechCodec):
+        raise SystemExit(f"--codec {args.codec} is a {type(codec).__name__}, not a SpeechCodec.")
+    codec.eval()
+    tokenizer = character_tokenizer()
+    data = SpeechDataset("train", args.utterances, cache_dir=args.cache_dir)
+    codes = SpeechCodes(codec, data, args.codebooks, Path(args.out) / f"codes-train-{args.utterances}.safetensors")
+    torch.manual_seed(args.seed)
+    lm = SpeechLM(text_vocab_size=len(tokenizer), max_text_tokens=args.max_text_tokens,
+                  num_codebooks=args.codebooks, codebook_size=codec.config.codebook_size, max_frames=args.max_frames,
+                  hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
+                  depth_hidden_size=args.depth_hidden, depth_layers=args.depth_layers,
+                  depth_heads=max(args.depth_hidden // 32, 1), num_mctp_modules=args.mctp_modules,
+                  text_dropout=args.text_dropout)
+    config = TrainConfig(output_dir=args.out, max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                         betas=(0.9, 0.95), weight_decay=0.05, warmup_steps=min(200, args.steps // 10),
+                         lr_schedule="cosine", log_every=min(50, args.steps), checkpoint_every=min(500, args.steps),
+                         seed=args.seed, extra=vars(args))
+    lm = train(lm, codes, make_loss(args.mctp_weight, args.mctp_frames), config,
+               collate_fn=make_collate(lm, tokenizer))
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        pipe = CodecTTSPipeline(lm=lm, tokenizer=tokenizer, codec=codec)
+        pipe.save_pretrained(f"{args.out}/pipeline")
+        print(json.dumps({"parameters_M": sum(p.numel() for p in lm.parameters()) / 1e6,
+                          "frame_rate": codec.config.frame_rate, "codebooks": args.codebooks}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
