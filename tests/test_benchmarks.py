@@ -99,3 +99,37 @@ def test_codec_benchmark_on_tiny_models(tmp_path, monkeypatch):
     assert [r["codebooks"] for r in quality] == [1, 4, 1, 4] and quality[1]["bitrate_bps"] == 4 * 4 * 25.0
     assert all(0 <= r["stoi"] <= 1 and r["wer"] >= 0 for r in quality)
     assert len(result["claims"]) == 4 and result["rows"][-1]["encode_rtf"] > 0
+
+
+def test_tts_benchmark_on_tiny_models(tmp_path, monkeypatch):
+    """The TTS benchmark end to end on random tiny models (the numbers mean nothing)."""
+    import pytest
+    import torch
+
+    from benchmarks import tts as tts_benchmark
+    from pipelines import CodecTTSPipeline
+    from tokenizers_audio import SpeechCodec
+    from zoo.ar.speech import SpeechLM
+    from zoo.data.speech import espeak_available
+    from zoo.data.text import character_tokenizer
+    from zoo.metrics.recognizer import SpeechRecognizer
+
+    if not espeak_available():
+        pytest.skip("espeak-ng is not installed")
+    torch.manual_seed(0)
+    codec = SpeechCodec(num_filters=4, ratios=[8, 6, 5, 2], hidden_size=16, num_transformer_layers=1, num_heads=2,
+                        ffn_dim=32, frame_rate=25.0, num_codebooks=4, codebook_size=16, codebook_dim=4)
+    lm = SpeechLM(text_vocab_size=31, max_text_tokens=240, num_codebooks=2, codebook_size=16, max_frames=12,
+                  hidden_size=16, num_layers=1, num_heads=2, depth_hidden_size=16, depth_layers=1, depth_heads=2,
+                  num_mctp_modules=2)
+    CodecTTSPipeline(lm=lm, tokenizer=character_tokenizer(), codec=codec).save_pretrained(tmp_path / "tts")
+    SpeechRecognizer(hidden_size=16, num_layers=1, num_heads=2, ffn_dim=32).save_pretrained(tmp_path / "asr")
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    args = ["--tts", str(tmp_path / "tts"), "--ablation", str(tmp_path / "tts"), "--recognizer", str(tmp_path / "asr"),
+            "--schedules", "1,2", "--cache-dir", str(tmp_path / "cache"), "--quick"]
+    assert tts_benchmark.main(args) == 0
+    result = json.loads((tmp_path / "tts.quick.json").read_text())
+    assert [r["system"].split(" (")[-1] for r in result["rows"]] == [
+        "espeak-ng originals", "plain decoding)", "acoustic-only codec)", "MCTP 1,2)"]
+    assert all(r["wer"] >= 0 for r in result["rows"]) and result["rows"][1]["rtf"] > 0
+    assert len(result["claims"]) == 6

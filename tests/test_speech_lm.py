@@ -108,6 +108,18 @@ def test_decoding_distributions_equal_teacher_forcing(model, schedule):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4, msg=f"frame {f} (module {k})")
 
 
+def test_cutting_the_common_left_padding_changes_nothing(model):
+    ids, mask = prompt(["hi", "a dog"])
+    frames = delay_codes(torch.randint(0, V, (2, Q, 6)), model.delays, model.start_id, model.end_id)
+    with torch.no_grad():
+        full = model(ids, mask, frames)
+        first = int(mask.any(0).nonzero()[0])
+        assert first > 0
+        cut = model(ids[:, first:], mask[:, first:], frames)
+    torch.testing.assert_close(cut.logits, full.logits, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(cut.mctp_logits[0], full.mctp_logits[0], atol=1e-5, rtol=1e-4)
+
+
 def test_bad_frames_raise(model):
     ids, mask = prompt()
     with pytest.raises(ValueError, match="must lie in"):

@@ -287,19 +287,27 @@ class SpeechLM(AtomicSaveMixin, ModelMixin, ConfigMixin):
         return SpeechLMOutput(logits=logits, mctp_logits=mctp_logits or None, mctp_targets=mctp_targets or None)
 
     def backbone_states(self, text_ids, text_mask, frames) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (the backbone's normed states [B, F, D], state t predicting frame t; the frame embeddings [B, F, D])."""
+        """-> (the backbone's normed states [B, F, D], state t predicting frame t; the frame embeddings [B, F, D]).
+
+        text_ids / text_mask may be shorter than max_text_tokens: a batch's common left padding can be cut
+        (training cost). RoPE is relative and padding is masked, so the result is the same.
+        """
         self.check_frames(frames)
         B, Q, _ = frames.shape
         if Q != self.num_codebooks:
             raise ValueError(f"frames have {Q} codebooks; this model reads {self.num_codebooks}.")
+        if not 1 <= text_ids.shape[1] <= self.config.max_text_tokens or text_mask.shape != text_ids.shape:
+            raise ValueError(f"text_ids and text_mask must be [B, n] with n <= {self.config.max_text_tokens}, got "
+                             f"{tuple(text_ids.shape)} and {tuple(text_mask.shape)}.")
+        self.backbone.check_token_ids(text_ids, "text_ids")
         if self.training and self.config.text_dropout > 0:  # CFG: some rows see the empty prompt ([SOA] only)
             drop = torch.rand(B, device=text_ids.device) < self.config.text_dropout
             text_mask = text_mask.clone()
             text_mask[drop, :-1] = False
         embeds = self.embed_frames(frames.transpose(1, 2))  # [B, F, D]
-        x = torch.cat([self.backbone.embed_condition(prefix_ids=text_ids), embeds[:, :-1]], dim=1)
+        x = torch.cat([self.backbone.token_embedding(text_ids), embeds[:, :-1]], dim=1)
         hidden = self.backbone.forward_hidden(x, prefix_mask=text_mask)
-        return hidden[:, self.config.max_text_tokens - 1:], embeds
+        return hidden[:, text_ids.shape[1] - 1:], embeds
 
     def mctp_states(self, hidden: torch.Tensor, embeds: torch.Tensor, detach: bool = False) -> list[torch.Tensor]:
         """Module k's normed states [B, F - k, D] (state t predicts frame t + k), k = 1..K."""

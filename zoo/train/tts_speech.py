@@ -71,12 +71,15 @@ class SpeechCodes(torch.utils.data.Dataset):
 
 
 def make_collate(lm: SpeechLM, tokenizer):
-    """Items -> a batch: prompts (ids, mask), delayed frames [B, Q, F] (codes, END, padding) and num_valid [B]."""
+    """Items -> a batch: prompts (ids, mask; left-padded to the batch's longest), delayed frames [B, Q, F]
+    (codes, END, padding) and num_valid [B]."""
     end, start = lm.end_id, lm.start_id
 
     def collate(items):
         ids, mask = encode_prompts(tokenizer, [item["text"] for item in items], lm.config.max_text_tokens,
                                    end_token=SOA)
+        first = int(mask.any(0).nonzero()[0])  # the batch's common left padding is cut (see SpeechLM.backbone_states)
+        ids, mask = ids[:, first:], mask[:, first:]
         rows = []
         for item in items:
             codes = item["codes"][None]

@@ -1,0 +1,137 @@
+"""Text-to-speech on codec tokens: intelligibility, naturalness and speed, semantic vs acoustic codec, MCTP.
+
+    python benchmarks/tts.py --tts tts-speech --ablation runs/tts-acoustic/pipeline --utterances 50
+
+Quality rows: the transcripts of `--utterances` test utterances said by each TTS pipeline (one seed per
+utterance), scored by the `asr-speech` recogniser (WER / CER) next to its WER on the espeak-ng originals,
+and DNSMOS (overall) where `speechmos` is installed. `--ablation` is the same TTS recipe on the codec
+trained without the semantic branch (X-Codec's claim: semantic tokens lower the WER of generated speech).
+Decoding rows: plain decoding (the backbone emits every frame) and each `--schedules` MCTP schedule
+(VITA-Audio's claim: several-fold faster, much lower first-audio latency, small quality cost): WER on
+the same texts, real-time factor (generation + decoding wall time / audio duration, batch 1) and time to
+first audio (stream=True, 2-frame chunks), medians over `--speed-utterances` texts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+from benchmarks.common import claim, machine_description, report, write_results
+from zoo.data.speech import SAMPLE_RATE, SpeechDataset
+from zoo.metrics import audio as metrics
+from zoo.metrics.recognizer import error_rates
+
+
+def _dnsmos(waveforms) -> dict:
+    scores = [metrics.dnsmos(w, SAMPLE_RATE) for w in waveforms if len(w)]
+    return {} if not scores or None in scores else {"dnsmos_ovrl": sum(scores) / len(scores)}
+
+
+def say_all(pipe, texts: list[str], schedule=None, guidance_scale: float = 1.0) -> list[torch.Tensor]:
+    """Each text said with seed = its index, one at a time (as a user would)."""
+    return [torch.as_tensor(pipe(t, generator=torch.Generator().manual_seed(i), mctp_schedule=schedule,
+                                 guidance_scale=guidance_scale, output_type="pt").audios[0])
+            for i, t in enumerate(texts)]
+
+
+def quality_row(system: str, audios, texts, recognizer) -> dict:
+    hypotheses = [recognizer.transcribe(a, sample_rate=SAMPLE_RATE)[0] if len(a) else "" for a in audios]
+    seconds = [len(a) / SAMPLE_RATE for a in audios]
+    return {"system": system, **error_rates(texts, hypotheses), "mean_seconds": sum(seconds) / len(seconds),
+            **_dnsmos(audios)}
+
+
+def speed_row(pipe, texts: list[str], schedule, guidance_scale: float) -> dict:
+    """Median real-time factor and time to first audio over `texts` (batch 1; one warm-up call first)."""
+    pipe(texts[0], max_seconds=1.0, mctp_schedule=schedule, generator=torch.Generator().manual_seed(0))
+    rtfs, first_audio = [], []
+    for i, text in enumerate(texts):
+        start = time.perf_counter()
+        audio = pipe(text, generator=torch.Generator().manual_seed(i), mctp_schedule=schedule,
+                     guidance_scale=guidance_scale).audios[0]
+        rtfs.append((time.perf_counter() - start) / max(len(audio) / SAMPLE_RATE, 1e-3))
+        start = time.perf_counter()
+        stream = pipe(text, generator=torch.Generator().manual_seed(i), mctp_schedule=schedule,
+                      guidance_scale=guidance_scale, stream=True, chunk_frames=2)
+        next(stream)
+        first_audio.append(time.perf_counter() - start)
+        stream.close()
+    return {"rtf": statistics.median(rtfs), "first_audio_s": statistics.median(first_audio)}
+
+
+def main(argv=None) -> int:
+    import zoo
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tts", default="tts-speech")
+    p.add_argument("--ablation", help="the same TTS recipe on the acoustic-only codec (pipeline folder)")
+    p.add_argument("--recognizer", default="asr-speech")
+    p.add_argument("--utterances", type=int, default=50)
+    p.add_argument("--speed-utterances", type=int, default=10)
+    p.add_argument("--schedules", nargs="*", default=["turbo", "balance"],
+                   help="MCTP schedules to compare with plain decoding (names or M,m,... lists)")
+    p.add_argument("--guidance-scale", type=float, default=1.0)
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--quick", action="store_true", help="3 utterances, 2 for speed; results to tts.quick.json")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.utterances, args.speed_utterances = min(args.utterances, 3), min(args.speed_utterances, 2)
+    torch.set_num_threads(2)
+    pipe, recognizer = zoo.load(args.tts), zoo.load(args.recognizer).eval()
+    pipe.set_progress_bar_config(disable=True)
+    data = SpeechDataset("test", args.utterances, cache_dir=args.cache_dir)
+    texts = [data[i]["text"] for i in range(len(data))]
+    g = args.guidance_scale
+
+    original = quality_row("espeak-ng originals", [data[i]["audio"] for i in range(len(data))], texts, recognizer)
+    rows = [original]
+    plain = {**quality_row(f"{args.tts} (plain decoding)", say_all(pipe, texts, None, g), texts, recognizer),
+             **speed_row(pipe, texts[:args.speed_utterances], None, g)}
+    rows.append(plain)
+    if args.ablation:
+        ablation = zoo.load(args.ablation)
+        ablation.set_progress_bar_config(disable=True)
+        rows.append({**quality_row(f"{args.ablation} (acoustic-only codec)", say_all(ablation, texts, None, g), texts,
+                                   recognizer), **speed_row(ablation, texts[:args.speed_utterances], None, g)})
+    schedules = args.schedules if len(pipe.lm.mctp) else []
+    for schedule in schedules:
+        rows.append({**quality_row(f"{args.tts} (MCTP {schedule})", say_all(pipe, texts, schedule, g), texts,
+                                   recognizer), **speed_row(pipe, texts[:args.speed_utterances], schedule, g)})
+
+    claims = [
+        claim("generated speech: recogniser WER within 2x of its WER on the espeak-ng originals",
+              plain["wer"] <= 2 * original["wer"],
+              f"{100 * plain['wer']:.1f}% vs {100 * original['wer']:.1f}% ({plain['wer'] / max(original['wer'], 1e-9):.1f}x)"),
+        claim("generation is faster than real time on this CPU (batch 1, plain decoding)", plain["rtf"] < 1,
+              f"RTF {plain['rtf']:.2f}, first audio after {plain['first_audio_s']:.2f} s"),
+    ]
+    if args.ablation:
+        acoustic = rows[2]
+        claims.append(claim("semantic codec tokens lower the WER of generated speech (X-Codec)",
+                            plain["wer"] < acoustic["wer"],
+                            f"{100 * plain['wer']:.1f}% on the semantic codec vs {100 * acoustic['wer']:.1f}% on the "
+                            "acoustic-only one"))
+    for row, schedule in zip(rows[-len(schedules):] if schedules else [], schedules):
+        speedup = plain["rtf"] / row["rtf"]
+        claims.append(claim(f"MCTP {schedule}: several-fold faster than plain decoding (VITA-Audio: 3-5x at 7B)",
+                            speedup >= 2, f"{speedup:.2f}x (RTF {row['rtf']:.2f} vs {plain['rtf']:.2f})"))
+        claims.append(claim(f"MCTP {schedule}: lower time to first audio", row["first_audio_s"] < plain["first_audio_s"],
+                            f"{row['first_audio_s']:.3f} s vs {plain['first_audio_s']:.3f} s"))
+        claims.append(claim(f"MCTP {schedule}: small quality cost (WER within 1.2x of plain decoding)",
+                            row["wer"] <= 1.2 * plain["wer"], f"{100 * row['wer']:.1f}% vs {100 * plain['wer']:.1f}%"))
+    command = " ".join(["python benchmarks/tts.py", *(sys.argv[1:] if argv is None else argv)])
+    path = write_results("tts", command, machine_description(2), rows, claims, quick=args.quick,
+                         columns=["system", "wer", "cer", "dnsmos_ovrl", "mean_seconds", "rtf", "first_audio_s"],
+                         notes=f"{len(texts)} test transcripts, one seed each; speed: medians over "
+                               f"{args.speed_utterances} of them, batch 1, guidance scale {g:g}.")
+    report(rows, claims, path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
