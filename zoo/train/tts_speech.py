@@ -1,6 +1,6 @@
 """Train a text-to-speech LM (`SpeechLM`) on the codes of a speech codec, and export a CodecTTSPipeline.
 
-    zoo train tts-speech --out runs/tts-speech --codec codec-speech --steps 4000
+    zoo train tts-speech --out runs/tts-speech --codec codec-speech --steps 3000
 
 The codec (a built-in name or a folder) encodes the training utterances once; the codes are cached in
 `--out/codes-<split>-<n>.safetensors`. The LM reads the transcript (characters) and learns the delayed
@@ -123,22 +123,22 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="zoo train tts-speech", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--codec", default="codec-speech", help="speech codec: built-in name, folder or Hub id")
-    p.add_argument("--codebooks", type=int, default=8, help="codebooks the LM predicts (the codec's first)")
+    p.add_argument("--codebooks", type=int, default=4, help="codebooks the LM predicts (the codec's first)")
     p.add_argument("--utterances", type=int, default=3000)
     p.add_argument("--cache-dir", default=None, help="the speech data cache")
-    p.add_argument("--steps", type=int, default=4000)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=7e-4)
     p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--layers", type=int, default=6)
-    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
     p.add_argument("--depth-hidden", type=int, default=128)
     p.add_argument("--depth-layers", type=int, default=2)
     p.add_argument("--max-text-tokens", type=int, default=240)
     p.add_argument("--max-frames", type=int, default=340)
-    p.add_argument("--mctp-modules", type=int, default=0)
+    p.add_argument("--mctp-modules", type=int, default=4)
     p.add_argument("--mctp-weight", type=float, default=1.0)
-    p.add_argument("--mctp-frames", type=int, default=64, help="frames per batch at which each MCTP module is scored")
+    p.add_argument("--mctp-frames", type=int, default=32, help="frames per batch at which each MCTP module is scored")
     p.add_argument("--text-dropout", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
