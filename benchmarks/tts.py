@@ -3,7 +3,7 @@
     python benchmarks/tts.py --tts tts-speech --ablation runs/tts-acoustic/pipeline --utterances 50
 
 Quality rows: the transcripts of `--utterances` test utterances said by each TTS pipeline (one seed per
-utterance), scored by the `asr-speech` recogniser (WER / CER) next to its WER on the espeak-ng originals,
+utterance, at most twice the original's duration plus 1 s), scored by the `asr-speech` recogniser (WER / CER) next to its WER on the espeak-ng originals,
 and DNSMOS (overall) where `speechmos` is installed. `--ablation` is the same TTS recipe on the codec
 trained without the semantic branch (X-Codec's claim: semantic tokens lower the WER of generated speech).
 Decoding rows: plain decoding (the backbone emits every frame) and each `--schedules` MCTP schedule
@@ -32,11 +32,11 @@ def _dnsmos(waveforms) -> dict:
     return {} if not scores or None in scores else {"dnsmos_ovrl": sum(scores) / len(scores)}
 
 
-def say_all(pipe, texts: list[str], schedule=None, guidance_scale: float = 1.0) -> list[torch.Tensor]:
-    """Each text said with seed = its index, one at a time (as a user would)."""
+def say_all(pipe, texts: list[str], limits: list[float], schedule=None, guidance_scale: float = 1.0):
+    """Each text said with seed = its index, one at a time (as a user would), up to its time limit."""
     return [torch.as_tensor(pipe(t, generator=torch.Generator().manual_seed(i), mctp_schedule=schedule,
-                                 guidance_scale=guidance_scale, output_type="pt").audios[0])
-            for i, t in enumerate(texts)]
+                                 guidance_scale=guidance_scale, max_seconds=limit, output_type="pt").audios[0])
+            for i, (t, limit) in enumerate(zip(texts, limits))]
 
 
 def quality_row(system: str, audios, texts, recognizer) -> dict:
@@ -46,14 +46,14 @@ def quality_row(system: str, audios, texts, recognizer) -> dict:
             **_dnsmos(audios)}
 
 
-def speed_row(pipe, texts: list[str], schedule, guidance_scale: float) -> dict:
+def speed_row(pipe, texts: list[str], limits: list[float], schedule, guidance_scale: float) -> dict:
     """Median real-time factor and time to first audio over `texts` (batch 1; one warm-up call first)."""
     pipe(texts[0], max_seconds=1.0, mctp_schedule=schedule, generator=torch.Generator().manual_seed(0))
     rtfs, first_audio = [], []
-    for i, text in enumerate(texts):
+    for i, (text, limit) in enumerate(zip(texts, limits)):
         start = time.perf_counter()
         audio = pipe(text, generator=torch.Generator().manual_seed(i), mctp_schedule=schedule,
-                     guidance_scale=guidance_scale).audios[0]
+                     guidance_scale=guidance_scale, max_seconds=limit).audios[0]
         rtfs.append((time.perf_counter() - start) / max(len(audio) / SAMPLE_RATE, 1e-3))
         start = time.perf_counter()
         stream = pipe(text, generator=torch.Generator().manual_seed(i), mctp_schedule=schedule,
@@ -86,22 +86,23 @@ def main(argv=None) -> int:
     pipe.set_progress_bar_config(disable=True)
     data = SpeechDataset("test", args.utterances, cache_dir=args.cache_dir)
     texts = [data[i]["text"] for i in range(len(data))]
-    g = args.guidance_scale
+    limits = [2 * len(data[i]["audio"]) / SAMPLE_RATE + 1 for i in range(len(data))]  # a model that never ends stops
+    g, n = args.guidance_scale, args.speed_utterances
 
     original = quality_row("espeak-ng originals", [data[i]["audio"] for i in range(len(data))], texts, recognizer)
     rows = [original]
-    plain = {**quality_row(f"{args.tts} (plain decoding)", say_all(pipe, texts, None, g), texts, recognizer),
-             **speed_row(pipe, texts[:args.speed_utterances], None, g)}
+    plain = {**quality_row(f"{args.tts} (plain decoding)", say_all(pipe, texts, limits, None, g), texts, recognizer),
+             **speed_row(pipe, texts[:n], limits[:n], None, g)}
     rows.append(plain)
     if args.ablation:
         ablation = zoo.load(args.ablation)
         ablation.set_progress_bar_config(disable=True)
-        rows.append({**quality_row(f"{args.ablation} (acoustic-only codec)", say_all(ablation, texts, None, g), texts,
-                                   recognizer), **speed_row(ablation, texts[:args.speed_utterances], None, g)})
+        rows.append({**quality_row(f"{args.ablation} (acoustic-only codec)", say_all(ablation, texts, limits, None, g),
+                                   texts, recognizer), **speed_row(ablation, texts[:n], limits[:n], None, g)})
     schedules = args.schedules if len(pipe.lm.mctp) else []
     for schedule in schedules:
-        rows.append({**quality_row(f"{args.tts} (MCTP {schedule})", say_all(pipe, texts, schedule, g), texts,
-                                   recognizer), **speed_row(pipe, texts[:args.speed_utterances], schedule, g)})
+        rows.append({**quality_row(f"{args.tts} (MCTP {schedule})", say_all(pipe, texts, limits, schedule, g), texts,
+                                   recognizer), **speed_row(pipe, texts[:n], limits[:n], schedule, g)})
 
     claims = [
         claim("generated speech: recogniser WER within 2x of its WER on the espeak-ng originals",

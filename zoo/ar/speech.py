@@ -410,6 +410,7 @@ class FrameStep:
         R, B = hidden.shape[0], len(self.ended)
         frame, model = self.frame, self.model
         ended = self.ended = self.ended.to(hidden.device)
+        tokens_out = []  # the frame's tokens as the model reads them back
 
         def choose(k: int, logits: torch.Tensor) -> torch.Tensor:
             if k:  # only the semantic stream ends speech
@@ -423,7 +424,6 @@ class FrameStep:
             tokens_out.append(token)
             return torch.cat([token] * (R // B))
 
-        tokens_out = []
         self.model.depth.sample(hidden, choose)
         tokens = torch.cat(tokens_out, dim=1)
         if model.delays[0] <= frame:
