@@ -290,7 +290,7 @@ def test_builtin_codec_reconstructs_speech_offline(offline, tmp_path):
     assert codes.shape == (8, -(-len(utterance["audio"]) // 960)) and codes.max() < 1024
     assert main(["reconstruct", "codec-speech", str(tmp_path / "in.wav"), "--out", str(tmp_path / "out.wav")]) == 0
     audio, _ = read_wav(tmp_path / "out.wav")
-    # a short first run (see the model card): intelligible to STOI, not yet to the recogniser
-    assert metrics.stoi(utterance["audio"], audio, 24_000) > 0.7
-    assert metrics.mel_distance(utterance["audio"], audio, 24_000) < 1.8
+    # version 2 (see the model card): intelligible to STOI, partly to the recogniser (35.8% WER)
+    assert metrics.stoi(utterance["audio"], audio, 24_000) > 0.75
+    assert metrics.mel_distance(utterance["audio"], audio, 24_000) < 1.4
     assert zoo.load("asr-speech").transcribe(audio, sample_rate=24_000)[0]
