@@ -113,3 +113,17 @@ def test_save_and_load(pipe, tmp_path):
     b = loaded("we ran", generator=torch.Generator().manual_seed(3)).audios[0]
     np.testing.assert_allclose(a, b, atol=1e-6)
     assert isinstance(SpeechContinuationPipeline.from_pretrained(tmp_path), SpeechContinuationPipeline)
+
+
+def test_builtin_tts_speaks_offline(offline, tmp_path):
+    """`zoo generate tts-speech --text ... --out speech.wav` with the built-in model, offline."""
+    from weights_registry import get_entry
+    from zoo.audio import read_wav
+    from zoo.cli import main
+
+    entry = get_entry("tts-speech")
+    assert entry.kind == "builtin" and (entry.path / "README.md").is_file()
+    assert main(["generate", "tts-speech", "--text", "the cat sat on the old mat", "--seed", "0",
+                 "--out", str(tmp_path / "speech.wav")]) == 0
+    audio, rate = read_wav(tmp_path / "speech.wav")
+    assert rate == 24_000 and 0.5 < audio.shape[-1] / rate < 6  # a short sentence, ended by the model
