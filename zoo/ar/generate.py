@@ -141,8 +141,8 @@ def generate_steps(
         temperature (0 = greedy), top_k (0 = off), top_p (1 = off): the sampling distribution.
         generator: a torch.Generator, or a list with one per row (row i then depends on it alone).
         prompt_tokens: [B, n] the first n of the num_tokens tokens, given (continuation: an image's
-            first rows, an audio prompt, the tokens a distilled model handed over); they are read in one
-            pass after the prefix and returned unchanged at the start of `tokens`.
+            first rows, an audio prompt, the tokens a distilled model handed over); they are read in the
+            prefill pass with the prefix and returned unchanged at the start of `tokens`.
         step: how a step turns hidden states into tokens and tokens into inputs (default: one token);
             a step with a `check_tokens(ids, name)` method validates prompt_tokens itself.
         sampler: a callable (probs [B, k, V], start) -> ids [B, k] that replaces random sampling for
