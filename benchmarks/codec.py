@@ -19,7 +19,7 @@ import sys
 
 import torch
 
-from benchmarks.common import claim, machine_description, report, write_results
+from benchmarks.common import claim, machine_description, mean_dnsmos, report, write_results
 from zoo.data.speech import SAMPLE_RATE, SpeechDataset
 from zoo.metrics import audio as metrics
 from zoo.metrics.recognizer import error_rates
@@ -40,15 +40,9 @@ def quality_rows(name: str, codec, recognizer, utterances: list[dict], levels: l
             "pesq_wb": sum(metrics.pesq(a, b, SAMPLE_RATE) for a, b in pairs) / len(pairs),
             "si_sdr_db": sum(metrics.si_sdr(a, b) for a, b in pairs) / len(pairs),
             **error_rates([u["text"] for u in utterances], hypotheses),
-            **_dnsmos([r for _, r in pairs]),
+            **mean_dnsmos([r for _, r in pairs], SAMPLE_RATE),
         })
     return rows
-
-
-def _dnsmos(waveforms) -> dict:
-    """{"dnsmos_ovrl": mean DNSMOS overall} when speechmos is installed, else {}."""
-    scores = [metrics.dnsmos(w, SAMPLE_RATE) for w in waveforms]
-    return {} if None in scores else {"dnsmos_ovrl": sum(scores) / len(scores)}
 
 
 def speed_rows(codec, seconds: float, repeats: int, peers: bool = True) -> list[dict]:
@@ -109,7 +103,7 @@ def main(argv=None) -> int:
     original = error_rates([u["text"] for u in utterances],
                            [recognizer.transcribe(u["audio"], sample_rate=SAMPLE_RATE)[0] for u in utterances])
     rows = [{"system": "original audio", "bitrate_bps": 16 * SAMPLE_RATE, **original,
-             **_dnsmos([u["audio"] for u in utterances])}]
+             **mean_dnsmos([u["audio"] for u in utterances], SAMPLE_RATE)}]
     rows += quality_rows(f"{args.codec}", codec, recognizer, utterances, levels)
     if args.ablation:
         rows += quality_rows(f"{args.ablation} (no semantic branch)", zoo.load(args.ablation).eval(), recognizer,

@@ -29,6 +29,14 @@ def machine_description(threads: int) -> str:
     return f"{os.cpu_count()} CPU cores ({cpu}), {threads} threads, torch {torch.__version__}"
 
 
+def mean_dnsmos(waveforms, sample_rate: int) -> dict:
+    """{"dnsmos_ovrl": mean DNSMOS overall of the non-empty waveforms} when speechmos is installed, else {}."""
+    from zoo.metrics.audio import dnsmos
+
+    scores = [dnsmos(w, sample_rate) for w in waveforms if len(w)]
+    return {} if not scores or None in scores else {"dnsmos_ovrl": sum(scores) / len(scores)}
+
+
 def claim(text: str, holds: bool, evidence: str) -> dict:
     return {"claim": text, "holds": bool(holds), "evidence": evidence}
 

@@ -21,15 +21,9 @@ import time
 
 import torch
 
-from benchmarks.common import claim, machine_description, report, write_results
+from benchmarks.common import claim, machine_description, mean_dnsmos, report, write_results
 from zoo.data.speech import SAMPLE_RATE, SpeechDataset
-from zoo.metrics import audio as metrics
 from zoo.metrics.recognizer import error_rates
-
-
-def _dnsmos(waveforms) -> dict:
-    scores = [metrics.dnsmos(w, SAMPLE_RATE) for w in waveforms if len(w)]
-    return {} if not scores or None in scores else {"dnsmos_ovrl": sum(scores) / len(scores)}
 
 
 def say_all(pipe, texts: list[str], limits: list[float], schedule=None, guidance_scale: float = 1.0):
@@ -43,7 +37,7 @@ def quality_row(system: str, audios, texts, recognizer) -> dict:
     hypotheses = [recognizer.transcribe(a, sample_rate=SAMPLE_RATE)[0] if len(a) else "" for a in audios]
     seconds = [len(a) / SAMPLE_RATE for a in audios]
     return {"system": system, **error_rates(texts, hypotheses), "mean_seconds": sum(seconds) / len(seconds),
-            **_dnsmos(audios)}
+            **mean_dnsmos(audios, SAMPLE_RATE)}
 
 
 def speed_row(pipe, texts: list[str], limits: list[float], schedule, guidance_scale: float) -> dict:

@@ -83,7 +83,7 @@ class _SpeechLMPipeline(ZooPipeline):
         return self.codec.config.frame_rate
 
     def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        texts = [normalize_text(t) if t else "" for t in texts]
+        """Normalised texts (`normalize_text`, or "" for the unconditional row) -> prompt ids and mask."""
         return encode_prompts(self.tokenizer, texts, self.lm.config.max_text_tokens, end_token=SOA)
 
     def frame_budget(self, max_seconds, prompt_frames: int = 0) -> int:
@@ -112,7 +112,7 @@ class _SpeechLMPipeline(ZooPipeline):
         if prompt_frames is not None:
             kwargs["prompt_tokens"] = prompt_frames.transpose(1, 2).flatten(1).to(device)
         step = FrameStep(lm, mctp_schedule)
-        lengths = [None] * B
+        lengths, searched = [None] * B, lm.delays[0]  # END is searched for in the frames not yet searched
         with self.progress_bar(total=step.num_steps(num_frames * Q)) as bar:
             for i, out in enumerate(generate_steps(lm.backbone, num_frames * Q, step=step, **kwargs)):
                 bar.update(1)
@@ -120,8 +120,9 @@ class _SpeechLMPipeline(ZooPipeline):
                 frames = out.tokens.view(B, n, Q).transpose(1, 2)  # [B, Q, n] delayed
                 for row in range(B):
                     if lengths[row] is None:
-                        ends = (frames[row, 0, lm.delays[0]:] == lm.end_id).nonzero()
-                        lengths[row] = int(ends[0]) if len(ends) else None
+                        ends = (frames[row, 0, searched:] == lm.end_id).nonzero()
+                        lengths[row] = searched - lm.delays[0] + int(ends[0]) if len(ends) else None
+                searched = max(n, lm.delays[0])
                 if callback_on_step_end is not None:
                     callback_on_step_end(self, i, None, {"tokens": out.tokens})
                 yield (undelay_codes(frames, lm.delays) if n > D else frames[:, :, :0]), lengths
