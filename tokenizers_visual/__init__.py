@@ -1,8 +1,8 @@
-"""Image and shape tokenizers: LlamaGen's 2D VQ and the code clusters of
-coarse-to-fine prediction today; multi-scale residual VQ, FlexTok, KARL and VAT
-arrive with their issues."""
+"""Image and shape tokenizers: LlamaGen's 2D VQ, the code clusters of coarse-to-fine prediction,
+FlexTok's 1D tokens; KARL, multi-scale residual VQ and VAT arrive with their issues."""
 
 from .clusters import CodeClusters
+from .flextok import FlexTok
 from .vq import VQModel
 
-__all__ = ["CodeClusters", "VQModel"]
+__all__ = ["CodeClusters", "FlexTok", "VQModel"]

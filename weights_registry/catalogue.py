@@ -68,6 +68,12 @@ _ENTRIES += [
     Entry("mimi", "original", "Mimi speech codec, 24 kHz, 12.5 Hz, 32 codebooks of 2048 (Kyutai; transformers "
           "layout, converted to SpeechCodec)", repo_id="kyutai/mimi", revision="main",
           files={"model.safetensors": None}, converter="mimi", paper="https://arxiv.org/abs/2410.00037"),
+    *[Entry(f"flextok-{name.replace('_', '-')}", "original",
+            f"FlexTok {'/'.join(name.split('_')[:2])} encoder/decoder depths, trained on {name.split('_')[2].upper()} "
+            "(Apple/EPFL; 1-256 tokens, rectified-flow decoder; pass the VAE's config.json with --vae-config)",
+            repo_id=f"EPFL-VILAB/flextok_{name}", revision="main", files={"model.safetensors": None},
+            converter="flextok", paper="https://arxiv.org/abs/2502.13967")
+      for name in ("d12_d12_in1k", "d18_d18_in1k", "d18_d28_in1k", "d18_d28_dfn")],
     Entry("moshi-mimi", "original", "Mimi speech codec as shipped with Moshi (moshi layout, fused attention; "
           "converted to SpeechCodec)", repo_id="kyutai/moshiko-pytorch-bf16", revision="main",
           files={"tokenizer-e351c8d8-checkpoint125.safetensors": None}, converter="mimi",

@@ -21,7 +21,8 @@ BENCHMARKS = {"ar-engine": "benchmarks.ar_engine", "c2i": "benchmarks.c2i", "ctf
 # converter name -> (module, function); each function takes the checkpoint path plus keyword options
 CONVERTERS = {"llamagen-gpt": ("weights_registry.converters.llamagen", "convert_llamagen_gpt"),
               "llamagen-dd": ("weights_registry.converters.llamagen", "convert_llamagen_dd"),
-              "mimi": ("weights_registry.converters.mimi", "convert_mimi_checkpoint")}
+              "mimi": ("weights_registry.converters.mimi", "convert_mimi_checkpoint"),
+              "flextok": ("weights_registry.converters.flextok", "convert_flextok_checkpoint")}
 
 
 def _fail(message: str) -> int:
@@ -237,7 +238,7 @@ def cmd_convert(args) -> int:
     else:
         names = sorted(CONVERTERS) + [e.name for e in __import__("weights_registry").list_models("original")]
         return _fail(f"unknown source {args.source!r}; pass one of: {', '.join(names)}.")
-    for key in ("num_heads", "image_size"):
+    for key in ("num_heads", "image_size", "vae_config"):
         if getattr(args, key) is not None:
             kwargs[key] = getattr(args, key)
     module, function = CONVERTERS[converter]
@@ -325,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--num-heads", type=int, help="attention heads, when not the standard size's")
     p.add_argument("--image-size", type=int, help="image size the model was trained at (token grid = size / 16)")
+    p.add_argument("--vae-config", type=Path, help="FlexTok: the VAE's config.json (EPFL-VILAB/flextok_vae_c16), "
+                                                   "which holds its scaling_factor")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("bench", help="run a benchmark from benchmarks/ (results to benchmarks/results/)")

@@ -31,9 +31,14 @@ class KVCache(nn.Module):
 
 
 class Attention(nn.Module):
-    """Fused-QKV attention. q and k are rotated together (they are adjacent in the QKV output)."""
+    """Fused-QKV attention. q and k are rotated together (they are adjacent in the QKV output).
 
-    def __init__(self, dim: int, num_heads: int, num_kv_heads: int | None = None, dropout: float = 0.0):
+    `qk_norm` applies a parameter-free LayerNorm over each head of q and k before RoPE (FlexTok's
+    QK-norm); `scale` overrides SDPA's 1 / sqrt(head_dim) (FlexTok's muP scale is 8 / head_dim).
+    """
+
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int | None = None, dropout: float = 0.0,
+                 qk_norm: bool = False, scale: float | None = None):
         super().__init__()
         num_kv_heads = num_kv_heads or num_heads
         if dim % num_heads:
@@ -44,7 +49,7 @@ class Attention(nn.Module):
         self.head_dim = dim // num_heads
         self.qkv = Linear(dim, (num_heads + 2 * num_kv_heads) * self.head_dim, bias=False)
         self.proj = Linear(num_heads * self.head_dim, dim, bias=False)
-        self.dropout = dropout
+        self.dropout, self.qk_norm, self.scale = dropout, qk_norm, scale
         self.kv_cache: KVCache | None = None
 
     def forward(
@@ -69,6 +74,8 @@ class Attention(nn.Module):
         H, Hkv, Dh = self.num_heads, self.num_kv_heads, self.head_dim
         qk, v = self.qkv(x).split([(H + Hkv) * Dh, Hkv * Dh], dim=-1)
         qk = qk.view(B, T, H + Hkv, Dh)
+        if self.qk_norm:  # per head, so q and k can be normalised together
+            qk = F.layer_norm(qk, (Dh,))
         if rope is not None:
             qk = apply_rope(qk, rope)
         q, k = qk.transpose(1, 2).split([H, Hkv], dim=1)
@@ -79,6 +86,6 @@ class Attention(nn.Module):
         B, H, T, Dh = q.shape
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=H != self.num_kv_heads,
-            dropout_p=self.dropout if self.training else 0.0,
+            dropout_p=self.dropout if self.training else 0.0, scale=self.scale,
         )
         return self.proj(out.transpose(1, 2).reshape(B, T, H * Dh))

@@ -1,5 +1,6 @@
 """Quantizers shared by zoo's tokenizers: the nearest-codeword VQ (images), EMA codebooks with
-residual and split-residual quantisation (the speech codec)."""
+residual and split-residual quantisation (the speech codec), and finite scalar quantisation (FSQ,
+the 1D tokenizers)."""
 
 from __future__ import annotations
 
@@ -312,3 +313,76 @@ class SplitResidualVQ(nn.Module):
             acoustic, acoustic_codes, acoustic_loss = self.acoustic(x, n - self.num_semantic)
             quantized, codes, loss = semantic + acoustic, torch.cat([codes, acoustic_codes], 1), loss + acoustic_loss
         return quantized, codes, loss, semantic
+
+
+class FSQ(nn.Module):
+    """Finite scalar quantisation (Mentzer et al., arXiv 2309.15505) with FlexTok's index math.
+
+    Each of the `len(levels)` channels is bounded by tanh and rounded to one of `levels[i]` values in
+    [-1, 1] (straight-through gradients); a code is the mixed-radix number of its rounded channels,
+    channel 0 the least significant digit: index = sum(digit_i * basis_i), basis = cumprod([1] +
+    levels[:-1]), digit_i = (index // basis_i) % levels_i. FlexTok's levels [8, 8, 8, 5, 5, 5] give
+    64,000 codes. No parameters.
+
+    Args:
+        levels: number of values per channel (each >= 2).
+        drop_quant_p: while training, the probability that a sample skips the rounding (FlexTok's
+            `drop_quant_p`); 0 at evaluation.
+    """
+
+    def __init__(self, levels: list[int] | tuple[int, ...] = (8, 8, 8, 5, 5, 5), drop_quant_p: float = 0.0):
+        super().__init__()
+        levels = list(levels)
+        if not levels or any(isinstance(n, bool) or not isinstance(n, int) or n < 2 for n in levels):
+            raise ValueError(f"FSQ levels must be a non-empty list of ints >= 2, got {levels!r}.")
+        if not 0.0 <= drop_quant_p <= 1.0:
+            raise ValueError(f"drop_quant_p must be in [0, 1], got {drop_quant_p}.")
+        self.levels, self.dim, self.drop_quant_p = levels, len(levels), drop_quant_p
+        self.codebook_size = math.prod(levels)
+        self.register_buffer("_levels", torch.tensor(levels), persistent=False)
+        self.register_buffer("_basis", torch.cumprod(torch.tensor([1] + levels[:-1]), dim=0), persistent=False)
+
+    def bound(self, z: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+        """tanh-bound each channel so that rounding gives exactly `levels` values (even levels are offset
+        by a half so that zero stays a level)."""
+        half = (self._levels - 1) * (1 + eps) / 2
+        offset = torch.where(self._levels % 2 == 0, 0.5, 0.0)
+        shift = torch.atanh(offset / half)
+        return torch.tanh(z + shift) * half - offset
+
+    def quantize(self, z: torch.Tensor) -> torch.Tensor:
+        """z [..., dim] -> codes [..., dim] in [-1, 1] (straight-through rounding)."""
+        self._check_channels(z)
+        bounded = self.bound(z.float())
+        rounded = bounded + (bounded.round() - bounded).detach()
+        if self.training and self.drop_quant_p > 0:
+            keep = torch.rand((z.shape[0],) + (1,) * (z.dim() - 1), device=z.device) < self.drop_quant_p
+            rounded = torch.where(keep, bounded, rounded)
+        return rounded / (self._levels // 2)
+
+    def codes_to_indices(self, codes: torch.Tensor) -> torch.Tensor:
+        """Rounded codes [..., dim] -> indices [...] (int64)."""
+        self._check_channels(codes)
+        half = self._levels // 2
+        digits = (codes * half + half).round().long()
+        return (digits * self._basis).sum(dim=-1)
+
+    def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
+        """Indices [...] -> codes [..., dim] in [-1, 1]."""
+        if indices.dtype.is_floating_point or indices.dtype == torch.bool:
+            raise TypeError(f"FSQ indices must be an integer tensor, got {indices.dtype}.")
+        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.codebook_size):
+            raise ValueError(f"FSQ indices must be in [0, {self.codebook_size}); got values in "
+                             f"[{int(indices.min())}, {int(indices.max())}].")
+        digits = (indices.long()[..., None] // self._basis) % self._levels
+        half = self._levels // 2
+        return (digits - half).float() / half
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z [..., dim] -> (codes [..., dim], indices [...])."""
+        codes = self.quantize(z)
+        return codes, self.codes_to_indices(codes.detach())
+
+    def _check_channels(self, z: torch.Tensor):
+        if z.shape[-1] != self.dim:
+            raise ValueError(f"FSQ with {self.dim} levels expects {self.dim} channels last, got shape {tuple(z.shape)}.")
