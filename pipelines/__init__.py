@@ -7,15 +7,16 @@ Importing zoo registers these classes in the `diffusers` namespace, so
 from .ar_image import ARImagePipeline, ClassImagePipeline
 from .ctf import CTFPipeline
 from .distilled import DistilledPipeline
+from .flextok import FlexTokPipeline, FlexTokPipelineOutput
 from .token_shuffle import TokenShufflePipeline
 from .speech import CodecTTSPipeline, SpeechContinuationPipeline, SpeechPipelineOutput
 from .ar_tokens import ARTokenPipeline, TokenPipelineOutput
 from .base import ZooPipeline
 
 __all__ = ["ARImagePipeline", "ARTokenPipeline", "CTFPipeline", "ClassImagePipeline", "CodecTTSPipeline", "DistilledPipeline",
-           "SpeechContinuationPipeline", "SpeechPipelineOutput", "TokenShufflePipeline", "TokenPipelineOutput", "ZooPipeline"]
+           "FlexTokPipeline", "FlexTokPipelineOutput", "SpeechContinuationPipeline", "SpeechPipelineOutput", "TokenShufflePipeline", "TokenPipelineOutput", "ZooPipeline"]
 PIPELINE_CLASSES = ["ARImagePipeline", "ARTokenPipeline", "CTFPipeline", "CodecTTSPipeline", "DistilledPipeline",
-                    "SpeechContinuationPipeline", "TokenShufflePipeline"]  # registered in the diffusers namespace
+                    "FlexTokPipeline", "SpeechContinuationPipeline", "TokenShufflePipeline"]  # registered in the diffusers namespace
 
 from zoo._plugin import register_pipelines  # noqa: E402
 

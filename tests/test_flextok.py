@@ -294,3 +294,61 @@ def test_converter_maps_the_official_layout(tmp_path):
     broken.pop("decoder.module_dict.dec_latent_dropout.nullcond")
     with pytest.raises(ValueError, match="missing keys: \\['decoder.module_dict.dec_latent_dropout.nullcond'\\]"):
         convert_flextok(broken, vae_config=TINY_VAE, head_dim=32)
+
+
+# ------------------------------------------------------------------ pipeline
+@pytest.fixture(scope="module")
+def pipe(tiny):
+    from pipelines import FlexTokPipeline
+    from zoo.ar import ARTransformer
+
+    torch.manual_seed(0)
+    ar = ARTransformer(vocab_size=64000, hidden_size=32, num_layers=1, num_heads=2, num_classes=3, seq_len=16,
+                       position_embedding="rope_1d").eval()
+    torch.nn.init.normal_(ar.head.weight, std=0.5)
+    return FlexTokPipeline(tokenizer=tiny, transformer=ar, class_names=["a", "b", "c"])
+
+
+def test_pipeline_generates_prefixes_of_the_requested_lengths(pipe):
+    kwargs = dict(num_inference_steps=2, output_type="pt")
+    out = pipe(class_labels=["a", 2], num_tokens=[3, 5], generator=[torch.Generator().manual_seed(s) for s in (0, 1)],
+               **kwargs)
+    assert out.images.shape == (2, 3, 32, 32) and [len(t) for t in out.tokens] == [3, 5]
+    single = pipe(class_labels="a", num_tokens=3, generator=torch.Generator().manual_seed(0), **kwargs)
+    assert torch.equal(single.tokens[0], out.tokens[0])
+    assert torch.allclose(single.images[0], out.images[0], atol=1e-4)
+
+
+def test_pipeline_reconstructs_images_and_round_trips(pipe, images, tmp_path):
+    from diffusers import DiffusionPipeline
+
+    out = pipe(images=images[:2], num_tokens=[2, 16], num_inference_steps=2, output_type="np",
+               generator=torch.Generator().manual_seed(0))
+    assert out.images.shape == (2, 32, 32, 3) and [len(t) for t in out.tokens] == [2, 16]
+    assert torch.equal(out.tokens[1], pipe.tokenizer.tokenize(images[1:2])[0])
+    pil = pipe(images=pipe.image_processor.postprocess(images[:1], "pil"), num_tokens=1, num_inference_steps=1)
+    assert pil.images[0].size == (32, 32)
+    pipe.save_pretrained(tmp_path / "pipe")
+    loaded = DiffusionPipeline.from_pretrained(tmp_path / "pipe")
+    assert type(loaded).__name__ == "FlexTokPipeline" and loaded.config.class_names == ["a", "b", "c"]
+
+
+def test_pipeline_errors(pipe, tiny, images):
+    from pipelines import FlexTokPipeline
+
+    with pytest.raises(ValueError, match="either images"):
+        pipe(images=images, class_labels=[0])
+    with pytest.raises(ValueError, match="either images"):
+        pipe()
+    with pytest.raises(ValueError, match="1..16"):
+        pipe(class_labels=[0], num_tokens=17)
+    with pytest.raises(ValueError, match="1..16"):
+        pipe(images=images[:1], num_tokens=0)
+    with pytest.raises(ValueError, match="one per image"):
+        pipe(images=images[:2], num_tokens=[1, 2, 3])
+    with pytest.raises(ValueError, match="32x32"):
+        pipe(images=torch.zeros(1, 3, 16, 16))
+    with pytest.raises(ValueError, match="only reconstruct"):
+        FlexTokPipeline(tokenizer=tiny)(class_labels=[0])
+    with pytest.raises(ValueError, match="unknown class name"):
+        pipe(class_labels=["zebra"])

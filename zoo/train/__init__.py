@@ -13,4 +13,6 @@ RECIPES: dict[str, str] = {
     "tts-speech": "zoo.train.tts_speech",
     "llamagen-shapes": "zoo.train.llamagen_shapes",
     "vq-shapes": "zoo.train.vq_shapes",
+    "vae-shapes": "zoo.train.vae_shapes",
+    "flextok-shapes": "zoo.train.flextok_shapes",
 }
