@@ -148,8 +148,10 @@ def cmd_tokenize(args) -> int:
     vq = zoo.load(args.tokenizer)
     if isinstance(vq, zoo.SpeechCodec):
         return _tokenize_audio(vq.eval(), args)
-    if not isinstance(vq, zoo.VQModel):
-        return _fail(f"{args.tokenizer} is a {type(vq).__name__}; zoo tokenize takes an image tokenizer (VQModel) "
+    if isinstance(vq, zoo.FlexTokPipeline):
+        vq = vq.tokenizer
+    if not isinstance(vq, (zoo.VQModel, zoo.FlexTok)):
+        return _fail(f"{args.tokenizer} is a {type(vq).__name__}; zoo tokenize takes an image tokenizer (VQModel, FlexTok) "
                      "or a speech codec (SpeechCodec).")
     if args.inputs:
         return _fail(f"{args.tokenizer} tokenizes images: pass --data shapes or --data FOLDER, not files {args.inputs}.")

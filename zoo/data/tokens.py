@@ -59,11 +59,13 @@ def load_image(path: Path, size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def tokenize(vq, image_at, count: int, batch_size: int = 64, progress: bool = True) -> torch.Tensor:
-    """Encode images image_at(0) .. image_at(count - 1) ([3, H, W] each) with a VQModel: ids [N, h, w] int32."""
+    """Encode images image_at(0) .. image_at(count - 1) ([3, H, W] each) with a VQModel (ids [N, h, w]) or a
+    1D tokenizer with a `tokenize` method such as FlexTok (ids [N, num_tokens]); int32."""
+    encode = getattr(vq, "tokenize", vq.encode)
     out = []
     for start in tqdm(range(0, count, batch_size), desc="tokenize", disable=not progress):
         batch = torch.stack([image_at(i) for i in range(start, min(start + batch_size, count))])
-        out.append(vq.encode(batch.to(vq.device)).int().cpu())
+        out.append(encode(batch.to(vq.device)).int().cpu())
     return torch.cat(out)
 
 

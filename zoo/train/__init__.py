@@ -15,4 +15,6 @@ RECIPES: dict[str, str] = {
     "vq-shapes": "zoo.train.vq_shapes",
     "vae-shapes": "zoo.train.vae_shapes",
     "flextok-shapes": "zoo.train.flextok_shapes",
+    "flextok-ar-shapes": "zoo.train.flextok_ar_shapes",
+    "karl-shapes": "zoo.train.karl_shapes",
 }

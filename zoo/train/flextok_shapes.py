@@ -3,9 +3,11 @@
     zoo train vae-shapes --out runs/vae-shapes --steps 2000
     zoo train flextok-shapes --out runs/flextok-shapes --vae runs/vae-shapes/model --steps 4000
 
-The official architecture scaled down: 64x64 images -> 4 x 16 x 16 latents -> 8 x 8 patches of 2x2;
-256 registers and FSQ [8, 8, 8, 5, 5, 5] as released; encoder and decoder of width 192 (3 heads of 64)
-and depth 4. Training follows the paper's objective: rectified flow on the latents with logit-normal
+The official architecture scaled down: 64x64 images -> 4 x 16 x 16 latents -> 8 x 8 = 64 patches of
+2x2; 64 registers, one per patch as in the release (256 registers for 16 x 16 patches); FSQ levels
+[8, 5, 5, 5] (1,000 codes, the FSQ paper's 2^10 setting) instead of the release's [8, 8, 8, 5, 5, 5]
+(64,000): an AR model over a 64,000-word vocabulary spends most of its CPU time in the output layer;
+encoder and decoder of width 192 (3 heads of 64) and depth 4. Training follows the paper's objective: rectified flow on the latents with logit-normal
 times, nested dropout of the registers, 10% null condition for classifier-free guidance; the VAE is
 frozen. The kept prefix length is drawn from powers of two (`--keep-sampling pow2`, one of the
 official modes) so that the short prefixes, where a small model has the most to learn, get as many
@@ -31,7 +33,8 @@ def build_model(args):
 
     vae = AutoencoderKL.from_pretrained(args.vae)
     model = FlexTok(vae_config={k: v for k, v in vae.config.items() if not k.startswith("_")},
-                    image_size=args.size, num_registers=args.registers, encoder_dim=args.width,
+                    image_size=args.size, num_registers=args.registers, fsq_levels=args.fsq_levels,
+                    encoder_dim=args.width,
                     encoder_depth=args.depth, decoder_dim=args.width, decoder_depth=args.depth, head_dim=64,
                     keep_k_sampling=args.keep_sampling, null_condition_prob=args.null_prob)
     model.vae.load_state_dict(vae.state_dict())
@@ -55,7 +58,8 @@ def parse(argv):
     p.add_argument("--batch-size", type=int, default=32, help="per process")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--size", type=int, default=64, help="image size in pixels")
-    p.add_argument("--registers", type=int, default=256, help="1D tokens per image")
+    p.add_argument("--registers", type=int, default=64, help="1D tokens per image")
+    p.add_argument("--fsq-levels", type=int, nargs="+", default=[8, 5, 5, 5], help="FSQ levels (official: 8 8 8 5 5 5)")
     p.add_argument("--width", type=int, default=192, help="encoder and decoder width (a multiple of 64)")
     p.add_argument("--depth", type=int, default=4, help="encoder and decoder depth")
     p.add_argument("--keep-sampling", default="pow2", choices=["uniform", "pow2"])

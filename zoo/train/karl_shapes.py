@@ -1,0 +1,84 @@
+"""Recipe `karl-shapes`: KARL's adaptive-length tokenizer on Shapes, over the `vae-shapes` latents.
+
+    zoo train vae-shapes --out runs/vae-shapes --steps 2000
+    zoo train karl-shapes --out runs/karl-shapes --vae runs/vae-shapes/model --steps 3000
+
+KARL scaled down to 64x64 Shapes: a budget of 64 tokens (one per 2x2 latent patch, as FlexTok's
+built-in), estimation budgets 4, 8, ..., 64 (KARL: 16, 32, ..., 368 of 256), an l2-normalised VQ of
+1024 x 12 (KARL: 4096 x 12) with dead-code restarts, encoder and decoder ViTs of width 128 and depth
+4 (every step runs both phases, so half the width of the FlexTok built-in keeps the CPU cost alike). Each step runs KARL's two phases on the batch (estimate the error of a random budget, then learn
+to halt at it); the loss is the sum of both phases' latent MSE and VQ losses and the halting BCE. KARL's
+second stage (pixel L1, LPIPS and a GAN per budget) is left out: its networks cannot be downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from zoo.data.shapes import ShapesDataset
+from zoo.train.loop import TrainConfig, train
+from zoo.train.vq_shapes import dead_code_restarts
+
+
+def build_model(args):
+    from diffusers import AutoencoderKL
+
+    from tokenizers_visual.karl import KARLTokenizer
+
+    vae = AutoencoderKL.from_pretrained(args.vae)
+    model = KARLTokenizer(vae_config={k: v for k, v in vae.config.items() if not k.startswith("_")},
+                          image_size=args.size, max_tokens=args.max_tokens,
+                          token_counts=list(range(args.count_step, args.max_tokens + 1, args.count_step)),
+                          codebook_size=args.codebook_size, dim=args.width, encoder_depth=args.depth,
+                          decoder_depth=args.depth, head_dim=64)
+    model.vae.load_state_dict(vae.state_dict())
+    return model
+
+
+def karl_loss(model, batch):
+    images = batch["image"]
+    with torch.no_grad():
+        latents = model.encode_latents(images)
+    losses = model.training_losses(images, latents)
+    loss = losses["estimate"] + losses["learn"] + losses["halt"]
+    return loss, {k: float(v) for k, v in losses.items()}
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(prog="zoo train karl-shapes", description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, help="output folder (checkpoints, logs, model/)")
+    p.add_argument("--vae", required=True, help="folder of the AutoencoderKL (zoo train vae-shapes ... /model)")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=32, help="per process")
+    p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--size", type=int, default=64, help="image size in pixels")
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--count-step", type=int, default=4, help="estimation budgets: count-step, 2 x count-step, ...")
+    p.add_argument("--codebook-size", type=int, default=1024)
+    p.add_argument("--width", type=int, default=128, help="a multiple of 64 (two phases a step: half FlexTok's width)")
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--restart-every", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    config = TrainConfig(output_dir=args.out, max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                         warmup_steps=min(300, args.steps // 10), lr_schedule="cosine",
+                         log_every=min(50, args.steps), checkpoint_every=min(250, args.steps), seed=args.seed,
+                         extra=vars(args))
+    model = train(build_model(args), ShapesDataset("train", size=args.size), karl_loss, config,
+                  hooks=[dead_code_restarts(args.restart_every)])
+    from zoo.train.llamagen_shapes import is_main_process
+
+    if is_main_process():
+        model.save_pretrained(f"{args.out}/model")
+        print(f"saved {args.out}/model")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
