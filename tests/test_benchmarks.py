@@ -133,3 +133,33 @@ def test_tts_benchmark_on_tiny_models(tmp_path, monkeypatch):
         "espeak-ng originals", "plain decoding)", "acoustic-only codec)", "MCTP 1,2)"]
     assert all(r["wer"] >= 0 for r in result["rows"]) and result["rows"][1]["rtf"] > 0
     assert len(result["claims"]) == 6
+
+
+def test_flextok_benchmark_on_tiny_tokenizers(tmp_path, monkeypatch):
+    """The FlexTok / KARL benchmark end to end on random 32 px models (the numbers mean nothing)."""
+    import torch
+
+    from benchmarks import flextok
+    from pipelines import FlexTokPipeline
+    from tests.test_flextok import TINY, TINY_VAE
+    from tokenizers_visual import FlexTok, KARLTokenizer
+    from zoo.ar import ARTransformer
+
+    torch.manual_seed(0)
+    tokenizer = FlexTok(**{**TINY, "fsq_levels": [4, 4]})
+    tokenizer.save_pretrained(tmp_path / "flextok")
+    KARLTokenizer(vae_config=TINY_VAE, image_size=32, max_tokens=8, token_counts=[4, 8], codebook_size=16, dim=64,
+                  encoder_depth=1, decoder_depth=1, head_dim=32).save_pretrained(tmp_path / "karl")
+    ar = ARTransformer(vocab_size=16, hidden_size=32, num_layers=1, num_heads=2, num_classes=10, seq_len=8,
+                       position_embedding="rope_1d")
+    FlexTokPipeline(tokenizer=tokenizer, transformer=ar).save_pretrained(tmp_path / "ar")
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    args = ["--flextok", str(tmp_path / "flextok"), "--karl", str(tmp_path / "karl"), "--ar", str(tmp_path / "ar"),
+            "--images", "6", "--gen-images", "4", "--gen-tokens", "2", "8", "--size", "32", "--steps", "2", "--quick"]
+    assert flextok.main(args) == 0
+    result = json.loads((tmp_path / "flextok.quick.json").read_text())
+    systems = [r["system"] for r in result["rows"]]
+    assert [r["tokens"] for r in result["rows"] if r["system"].startswith("flextok k=")] == [1, 2, 4, 8, 16]
+    assert "flextok-ar k=2" in systems and "flextok-ar k=8" in systems
+    assert any(s.startswith("karl max_error=0.02") for s in systems)
+    assert len(result["claims"]) == 4 and all(isinstance(c["holds"], bool) for c in result["claims"])

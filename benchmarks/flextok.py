@@ -1,0 +1,171 @@
+"""Flexible 1D tokenizers on Shapes: FlexTok's quality against its token count, KARL's token count
+against image complexity, and AR generation over FlexTok prefixes.
+
+    python benchmarks/flextok.py [--flextok flextok-shapes] [--karl karl-shapes] [--ar flextok-ar-shapes]
+                                 [--images 500] [--gen-images 200] [--quick]
+
+- Reconstruction: the first k tokens of each Shapes test image decoded by the rectified-flow decoder
+  (k = 1, 2, 4, ... up to the register count): PSNR, Shapes-rFID and the share of reconstructions in which
+  the shapes-classifier reads the true shape. FlexTok's claim: quality rises with k; few tokens keep the
+  gist (the class), more add the details.
+- KARL: the tokens each test image keeps at a target error, against its complexity (number of shapes,
+  plain or textured background), with their Spearman correlation. KARL's claim: more complex images get
+  more tokens.
+- Generation: class-conditional AR samples of k tokens, decoded: Shapes-FID against test images, class
+  accuracy, images per second. FlexTok's claim: generation stays good at few tokens.
+Any of the three parts runs alone (pass `--flextok none` etc. to skip one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+
+from benchmarks.common import claim, machine_description, report, write_results
+from benchmarks.images import batches, class_accuracy, real_images
+from zoo.data.shapes import ShapesDataset
+from zoo.metrics.image import psnr, shapes_fid
+
+
+def powers_of_two(limit: int) -> list[int]:
+    return [2 ** i for i in range(limit.bit_length()) if 2 ** i <= limit]
+
+
+@torch.no_grad()
+def reconstruction_rows(tokenizer, classifier, real, labels, ks, decode_kwargs) -> list[dict]:
+    ids = torch.cat([tokenizer.tokenize(b) for b in batches(real, 50)])
+    rows = []
+    for k in ks:
+        recon = torch.cat([tokenizer.detokenize(b[:, :k], generator=torch.Generator().manual_seed(i), **decode_kwargs)
+                           .clamp(-1, 1) for i, b in enumerate(batches(ids, 50))])
+        rows.append({"system": f"flextok k={k}", "tokens": k, "psnr_db": psnr(recon, real),
+                     "shapes_rfid": shapes_fid(classifier, batches(real), batches(recon)),
+                     "class_accuracy": class_accuracy(classifier, recon, labels)})
+    return rows
+
+
+def complexity(spec) -> int:
+    """Shapes drawn plus one for a textured background: 1 (one shape on a plain background) .. 4."""
+    return spec.count + (spec.texture != "plain")
+
+
+@torch.no_grad()
+def karl_rows(karl, real, specs, max_errors) -> tuple[list[dict], dict]:
+    from scipy.stats import spearmanr
+
+    scores = torch.tensor([complexity(s) for s in specs])
+    rows, correlations = [], {}
+    for error in max_errors:
+        counts = torch.cat([karl.tokenize(b, max_error=error).num_tokens for b in batches(real, 50)]).float()
+        constant = counts.min() == counts.max()  # no ranking at all: no correlation
+        rho, p_value = (0.0, 1.0) if constant else spearmanr(scores.numpy(), counts.numpy())
+        correlations[error] = (float(rho), float(p_value))
+        for level in sorted(set(scores.tolist())):
+            chosen = counts[scores == level]
+            rows.append({"system": f"karl max_error={error}", "complexity": level, "images": len(chosen),
+                         "mean_tokens": chosen.mean().item(), "spearman_rho": float(rho)})
+    return rows, correlations
+
+
+@torch.no_grad()
+def generation_rows(pipe, classifier, real, ks, images_per_k, decode_kwargs, ar_kwargs) -> list[dict]:
+    num_classes = pipe.transformer.config.num_classes
+    labels = torch.arange(images_per_k) % num_classes
+    rows = []
+    for k in ks:
+        started, samples = time.perf_counter(), []
+        for i, chunk in enumerate(batches(labels, 50)):
+            out = pipe(class_labels=chunk, num_tokens=k, output_type="pt", generator=torch.Generator().manual_seed(i),
+                       **decode_kwargs, **ar_kwargs)
+            samples.append(out.images * 2 - 1)
+        seconds = time.perf_counter() - started
+        fake = torch.cat(samples)
+        rows.append({"system": f"flextok-ar k={k}", "tokens": k, "shapes_fid": shapes_fid(classifier, batches(real),
+                                                                                           batches(fake)),
+                     "class_accuracy": class_accuracy(classifier, fake, labels), "images_per_s": len(fake) / seconds})
+    return rows
+
+
+def load_optional(name: str):
+    import zoo
+
+    return None if name in ("none", "") else zoo.load(name)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--flextok", default="flextok-shapes", help="FlexTok tokenizer, or 'none'")
+    p.add_argument("--karl", default="karl-shapes", help="KARL tokenizer, or 'none'")
+    p.add_argument("--ar", default="flextok-ar-shapes", help="FlexTokPipeline with a transformer, or 'none'")
+    p.add_argument("--classifier", default="shapes-classifier")
+    p.add_argument("--images", type=int, default=500, help="test images for reconstruction and KARL")
+    p.add_argument("--gen-images", type=int, default=200, help="generated images per token count")
+    p.add_argument("--gen-tokens", type=int, nargs="+", default=[8, 32, 128], help="token counts to generate "
+                   "(clamped to what the AR model makes)")
+    p.add_argument("--max-errors", type=float, nargs="+", default=[0.02, 0.04], help="KARL target errors")
+    p.add_argument("--steps", type=int, default=20, help="Euler steps of the flow decoder")
+    p.add_argument("--decoder-guidance", type=float, default=3.0, help="flow decoder CFG scale (1 = off)")
+    p.add_argument("--no-apg", action="store_true", help="plain CFG instead of APG in the decoder")
+    p.add_argument("--guidance-scale", type=float, default=2.0, help="AR model CFG scale")
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--quick", action="store_true", help="a few images; results to flextok.quick.json")
+    args = p.parse_args(argv)
+    n, gen_n = (min(args.images, 40), min(args.gen_images, 20)) if args.quick else (args.images, args.gen_images)
+    torch.set_num_threads(2)
+    classifier = load_optional(args.classifier).eval()
+    real, labels = real_images("test", n, args.size)
+    decode_kwargs = {"num_inference_steps": args.steps, "apg": not args.no_apg}
+    rows, claims = [], []
+
+    tokenizer = load_optional(args.flextok)
+    if tokenizer is not None:
+        tokenizer = getattr(tokenizer, "tokenizer", tokenizer).eval()
+        ks = powers_of_two(tokenizer.num_registers)
+        recon = reconstruction_rows(tokenizer, classifier, real, labels, ks,
+                                    {**decode_kwargs, "guidance_scale": args.decoder_guidance})
+        rows += recon
+        first, last = recon[0], recon[-1]
+        claims.append(claim("reconstruction quality rises with the number of tokens (PSNR and Shapes-rFID at "
+                            f"k={last['tokens']} better than at k=1)",
+                            last["psnr_db"] > first["psnr_db"] and last["shapes_rfid"] < first["shapes_rfid"],
+                            f"PSNR {first['psnr_db']:.1f} -> {last['psnr_db']:.1f} dB, rFID "
+                            f"{first['shapes_rfid']:.0f} -> {last['shapes_rfid']:.0f}"))
+
+    karl = load_optional(args.karl)
+    if karl is not None:
+        data = ShapesDataset("test", size=args.size, length=n)
+        karl_out, correlations = karl_rows(karl.eval(), real, [data.spec(i) for i in range(n)], args.max_errors)
+        rows += karl_out
+        for error, (rho, p_value) in correlations.items():
+            claims.append(claim(f"KARL spends more tokens on more complex images (max_error {error}: Spearman rho > 0, "
+                                "p < 0.05)", rho > 0 and p_value < 0.05, f"rho {rho:.2f}, p {p_value:.2g}"))
+
+    pipe = load_optional(args.ar)
+    if pipe is not None:
+        gen_ks = sorted({min(k, pipe.max_tokens) for k in args.gen_tokens})
+        gen = generation_rows(pipe, classifier, real, gen_ks, gen_n,
+                              {**decode_kwargs, "decoder_guidance_scale": args.decoder_guidance},
+                              {"guidance_scale": args.guidance_scale})
+        rows += gen
+        few, most = gen[0], gen[-1]
+        claims.append(claim(f"generation stays good at few tokens (class accuracy at k={few['tokens']} at least 80% "
+                            f"of that at k={most['tokens']})", few["class_accuracy"] >= 0.8 * most["class_accuracy"],
+                            f"{100 * few['class_accuracy']:.0f}% vs {100 * most['class_accuracy']:.0f}%, Shapes-FID "
+                            f"{few['shapes_fid']:.0f} vs {most['shapes_fid']:.0f}"))
+
+    command = " ".join(["python benchmarks/flextok.py", *(sys.argv[1:] if argv is None else argv)])
+    path = write_results("flextok", command, machine_description(2), rows, claims, quick=args.quick,
+                         columns=["system", "tokens", "psnr_db", "shapes_rfid", "shapes_fid", "class_accuracy",
+                                  "images_per_s", "complexity", "images", "mean_tokens", "spearman_rho"],
+                         notes=f"{n} Shapes test images at {args.size}px ({gen_n} generated per token count); "
+                               f"flow decoder: {args.steps} Euler steps, CFG {args.decoder_guidance}"
+                               f"{'' if args.no_apg else ' with APG'}; features of `{args.classifier}`.")
+    report(rows, claims, path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
