@@ -8,6 +8,11 @@
 
 Decoding runs the tokenizer's flow decoder: `num_inference_steps` Euler steps with classifier-free
 guidance `decoder_guidance_scale` against the learned null condition (APG when `apg=True`).
+
+With a KARL tokenizer among the components, `num_tokens="auto"` lets KARL's complexity estimate pick
+k per image at a target error `max_error` (KARL's token count, scaled from KARL's budget to FlexTok's
+registers): the image itself when reconstructing; when generating, the full-length sample decoded
+once, after which its prefix of the chosen length is decoded (a second decoder pass).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from tokenizers_visual.flextok import FlexTok
+from tokenizers_visual.karl import KARLTokenizer
 from zoo.ar import ARTransformer
 
 from .ar_image import ClassImagePipeline
@@ -46,9 +52,9 @@ class FlexTokPipeline(ClassImagePipeline):
 
     model_cpu_offload_seq = "transformer->tokenizer"
     _callback_tensor_inputs = ["tokens"]
-    _optional_components = ["transformer"]
+    _optional_components = ["transformer", "karl"]
 
-    def __init__(self, tokenizer: FlexTok, transformer: ARTransformer | None = None,
+    def __init__(self, tokenizer: FlexTok, transformer: ARTransformer | None = None, karl: KARLTokenizer | None = None,
                  class_names: list[str] | None = None):
         super().__init__()
         if transformer is not None:
@@ -59,7 +65,9 @@ class FlexTokPipeline(ClassImagePipeline):
                                  f"tokenizer's FSQ codebook ({tokenizer.codebook_size}).")
             if class_names is not None and len(class_names) != transformer.config.num_classes:
                 raise ValueError(f"got {len(class_names)} class names for {transformer.config.num_classes} classes.")
-        self.register_modules(tokenizer=tokenizer, transformer=transformer)
+        if karl is not None and karl.config.image_size != tokenizer.config.image_size:
+            raise ValueError(f"KARL takes {karl.config.image_size}px images, FlexTok {tokenizer.config.image_size}px.")
+        self.register_modules(tokenizer=tokenizer, transformer=transformer, karl=karl)
         self.register_to_config(class_names=list(class_names) if class_names is not None else None)
         self.image_processor = VaeImageProcessor(do_resize=False, do_normalize=True)
 
@@ -70,8 +78,16 @@ class FlexTokPipeline(ClassImagePipeline):
             return min(self.tokenizer.num_registers, self.transformer.seq_len)
         return self.tokenizer.num_registers
 
+    def auto_counts(self, pixels: torch.Tensor, max_error: float) -> list[int]:
+        """KARL's token count for each image at `max_error`, scaled to FlexTok's registers (at least 1)."""
+        found = self.karl.tokenize(pixels.to(self.karl.device, self.karl.dtype), max_error=max_error).num_tokens
+        scale = self.tokenizer.num_registers / self.karl.max_tokens
+        return [max(1, min(self.tokenizer.num_registers, round(float(n) * scale))) for n in found]
+
     def token_counts(self, num_tokens, count: int, limit: int) -> list[int]:
         """num_tokens (None = `limit`, an int, or one int per image) -> a validated list of `count` ints."""
+        if num_tokens == "auto":
+            raise ValueError("num_tokens='auto' needs a KARL tokenizer in the pipeline (karl=KARLTokenizer).")
         if num_tokens is None:
             num_tokens = limit
         counts = list(num_tokens) if isinstance(num_tokens, (list, tuple)) else [num_tokens] * count
@@ -105,7 +121,8 @@ class FlexTokPipeline(ClassImagePipeline):
         self,
         images: torch.Tensor | PIL.Image.Image | list[PIL.Image.Image] | None = None,
         class_labels: int | str | list[int | str] | torch.Tensor | None = None,
-        num_tokens: int | list[int] | None = None,
+        num_tokens: int | list[int] | str | None = None,
+        max_error: float = 0.05,
         num_images_per_prompt: int = 1,
         guidance_scale: float = 2.0,
         temperature: float = 1.0,
@@ -125,7 +142,8 @@ class FlexTokPipeline(ClassImagePipeline):
         Args:
             images: images to reconstruct (PIL, or a [B, 3, S, S] tensor in [-1, 1]); or
             class_labels: class ids and/or names to generate (needs a transformer).
-            num_tokens: tokens per image, 1..max_tokens: one int, or one per image (default: all).
+            num_tokens: tokens per image, 1..max_tokens: one int, or one per image (default: all), or "auto"
+                (needs `karl`): KARL's estimate at `max_error` (mean absolute pixel error in [0, 1]).
             num_images_per_prompt: images per class label (generation).
             guidance_scale, temperature, top_k, top_p: the AR model's sampling (generation).
             num_inference_steps, decoder_guidance_scale, apg: the flow decoder (Euler steps, CFG scale
@@ -138,7 +156,9 @@ class FlexTokPipeline(ClassImagePipeline):
         self.check_output_args(output_type, num_images_per_prompt, callback_on_step_end_tensor_inputs)
         if images is not None:
             pixels = self.preprocess_images(images)
-            counts = self.token_counts(num_tokens, len(pixels), self.tokenizer.num_registers)
+            auto = num_tokens == "auto" and self.karl is not None
+            counts = (self.auto_counts(pixels, max_error) if auto
+                      else self.token_counts(num_tokens, len(pixels), self.tokenizer.num_registers))
             noise = self.decoder_noise(len(pixels), generator)
             ids = self.tokenizer.tokenize(pixels)
             rows = [row[:k] for row, k in zip(ids, counts)]
@@ -147,11 +167,17 @@ class FlexTokPipeline(ClassImagePipeline):
                 raise ValueError("this pipeline has no AR transformer: it can only reconstruct images (pass images=).")
             labels = self.check_call(class_labels, num_images_per_prompt, output_type,
                                      callback_on_step_end_tensor_inputs)
-            counts = self.token_counts(num_tokens, len(labels), self.max_tokens)
+            auto = num_tokens == "auto" and self.karl is not None
+            counts = [self.max_tokens] * len(labels) if auto else self.token_counts(num_tokens, len(labels),
+                                                                                    self.max_tokens)
             noise = self.decoder_noise(len(labels), generator)  # first: it must not depend on the token counts
             tokens = self.generate_tokens(max(counts), callback_on_step_end, class_labels=labels,
                                           guidance_scale=guidance_scale, temperature=temperature, top_k=top_k,
                                           top_p=top_p, generator=generator).tokens
+            if auto:  # KARL judges the full-length sample
+                full = self.tokenizer.detokenize(list(tokens), num_inference_steps=num_inference_steps,
+                                                 guidance_scale=decoder_guidance_scale, apg=apg, latents=noise)
+                counts = [min(k, self.max_tokens) for k in self.auto_counts(full.clamp(-1, 1), max_error)]
             rows = [row[:k] for row, k in zip(tokens, counts)]
         with self.progress_bar(total=num_inference_steps) as bar:
             decoded = self.tokenizer.detokenize(rows, num_inference_steps=num_inference_steps,

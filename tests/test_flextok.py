@@ -352,3 +352,23 @@ def test_pipeline_errors(pipe, tiny, images):
         FlexTokPipeline(tokenizer=tiny)(class_labels=[0])
     with pytest.raises(ValueError, match="unknown class name"):
         pipe(class_labels=["zebra"])
+
+
+def test_auto_token_counts_come_from_karl(pipe, images):
+    from pipelines import FlexTokPipeline
+    from tokenizers_visual import KARLTokenizer
+
+    karl = KARLTokenizer(vae_config=TINY_VAE, image_size=32, max_tokens=8, token_counts=[4, 8], codebook_size=16,
+                         dim=64, encoder_depth=1, decoder_depth=1, head_dim=32).eval()
+    auto = FlexTokPipeline(tokenizer=pipe.tokenizer, transformer=pipe.transformer, karl=karl)
+    with torch.no_grad():
+        karl.halting[-1].weight.zero_()
+        karl.halting[-1].bias.fill_(-5.0)  # nothing halts: KARL's 8 of 8 tokens -> FlexTok's 16 of 16
+    out = auto(images=images[:2], num_tokens="auto", num_inference_steps=1)
+    assert [len(t) for t in out.tokens] == [16, 16]
+    with torch.no_grad():
+        karl.halting[-1].bias.fill_(5.0)  # all but the first halt: 1 of 8 -> 2 of 16
+    out = auto(class_labels=[0, 1], num_tokens="auto", num_inference_steps=1, max_error=0.1)
+    assert [len(t) for t in out.tokens] == [2, 2]
+    with pytest.raises(ValueError, match="needs a KARL"):
+        pipe(images=images[:1], num_tokens="auto")
