@@ -20,7 +20,7 @@ _PUBLIC = {
     "ARTransformer": "zoo.ar", "generate": "zoo.ar", "GenerationOutput": "zoo.ar", "NextTokenStep": "zoo.ar", "DDTransformer": "zoo.ar.distilled", "TokenShuffleTransformer": "zoo.ar.token_shuffle", "SpeechLM": "zoo.ar.speech", "generate_steps": "zoo.ar",
     "ConstantGuidance": "zoo.ar", "LinearGuidance": "zoo.ar", "GuidanceSchedule": "zoo.ar",
     # tokenizers
-    "VQModel": "tokenizers_visual", "FlexTok": "tokenizers_visual", "KARLTokenizer": "tokenizers_visual", "CodeClusters": "tokenizers_visual", "ShapesClassifier": "zoo.metrics.classifier",
+    "VQModel": "tokenizers_visual", "FlexTok": "tokenizers_visual", "KARLTokenizer": "tokenizers_visual", "VAT": "tokenizers_visual", "CodeClusters": "tokenizers_visual", "ShapesClassifier": "zoo.metrics.classifier",
     "SpeechCodec": "tokenizers_audio", "SpeechRecognizer": "zoo.metrics.recognizer",
     # pipelines
     "ZooPipeline": "pipelines", "ARImagePipeline": "pipelines", "CTFPipeline": "pipelines", "DistilledPipeline": "pipelines", "FlexTokPipeline": "pipelines", "TokenShufflePipeline": "pipelines", "CodecTTSPipeline": "pipelines", "SpeechContinuationPipeline": "pipelines", "SpeechPipelineOutput": "pipelines", "ARTokenPipeline": "pipelines", "TokenPipelineOutput": "pipelines",

@@ -386,3 +386,92 @@ class FSQ(nn.Module):
     def _check_channels(self, z: torch.Tensor):
         if z.shape[-1] != self.dim:
             raise ValueError(f"FSQ with {self.dim} levels expects {self.dim} channels last, got shape {tuple(z.shape)}.")
+
+
+class MultiScaleResidualVQ(nn.Module):
+    """VAR's multi-scale residual quantisation (Tian et al., arXiv 2404.02905), over a 1D set of tokens.
+
+    A feature sequence f [B, M, C] is coded as S token maps of growing length L_1 < ... < L_S = M: at
+    scale s the residual f - f_hat is area-downsampled to L_s tokens, quantised to the nearest codewords,
+    linearly upsampled back to M, refined by a small convolution phi_s (VAR's `Phi`, residual ratio
+    0.5) and added to f_hat. Early scales carry the coarse shape, later ones the detail; decoding any
+    prefix of the scales gives a coarser f_hat. VAT's VVQ quantises its sampled Gaussian latents this way.
+
+    Args:
+        dim: feature (and codeword) size C.  scales: token count per scale, increasing, last = M.
+        num_codes: codebook size.  shared_codebook: one codebook for all scales (VAR) or one per scale.
+        beta: commitment weight.
+    """
+
+    def __init__(self, dim: int, scales: list[int], num_codes: int, shared_codebook: bool = True,
+                 beta: float = 0.25, phi_ratio: float = 0.5):
+        super().__init__()
+        scales = list(scales)
+        if not scales or any(b <= a for a, b in zip(scales, scales[1:])) or scales[0] < 1:
+            raise ValueError(f"scales must be increasing positive token counts, got {scales}.")
+        self.dim, self.scales, self.beta, self.phi_ratio = dim, scales, beta, phi_ratio
+        self.num_codes, self.shared_codebook = num_codes, shared_codebook
+        self.codebooks = nn.ModuleList(VectorQuantizer(num_codes, dim, l2_norm=False, beta=beta)
+                                       for _ in range(1 if shared_codebook else len(scales)))
+        self.phi = nn.ModuleList(nn.Conv1d(dim, dim, 3, padding=1) for _ in scales)
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(self.scales)
+
+    def codebook(self, scale: int) -> VectorQuantizer:
+        return self.codebooks[0 if self.shared_codebook else scale]
+
+    def _resize(self, x: torch.Tensor, length: int, mode: str) -> torch.Tensor:
+        """[B, L, C] -> [B, length, C] along the token axis."""
+        if x.shape[1] == length:
+            return x
+        kwargs = {"align_corners": False} if mode == "linear" else {}
+        return F.interpolate(x.transpose(1, 2), size=length, mode=mode, **kwargs).transpose(1, 2)
+
+    def _refine(self, codes: torch.Tensor, scale: int) -> torch.Tensor:
+        """Upsample one scale's codewords [B, L_s, C] to [B, M, C] and apply phi_s."""
+        up = self._resize(codes, self.scales[-1], "linear").transpose(1, 2)
+        return (up * (1 - self.phi_ratio) + self.phi[scale](up) * self.phi_ratio).transpose(1, 2)
+
+    def _check(self, f: torch.Tensor):
+        if f.dim() != 3 or f.shape[1] != self.scales[-1] or f.shape[2] != self.dim:
+            raise ValueError(f"expected features [B, {self.scales[-1]}, {self.dim}], got {tuple(f.shape)}.")
+
+    def forward(self, f: torch.Tensor):
+        """f [B, M, C] -> (f_hat with straight-through gradients, ids: list of [B, L_s], loss, residual norms [S])."""
+        self._check(f)
+        f_hat, ids, loss, norms = torch.zeros_like(f), [], f.new_zeros(()), []
+        for s, length in enumerate(self.scales):
+            residual = self._resize(f.detach() - f_hat.detach(), length, "area")
+            norms.append(residual.norm(dim=-1).mean())
+            quantizer = self.codebook(s)
+            idx = quantizer.nearest(residual)
+            if self.training:
+                quantizer.usage += torch.bincount(idx.flatten(), minlength=self.num_codes)
+                quantizer.recent_inputs = residual.reshape(-1, self.dim)
+            f_hat = f_hat + self._refine(quantizer.embed(idx), s)
+            loss = loss + F.mse_loss(f_hat, f.detach()) + self.beta * F.mse_loss(f, f_hat.detach())
+            ids.append(idx)
+        return f + (f_hat - f).detach(), ids, loss / len(self.scales), torch.stack(norms)
+
+    def encode(self, f: torch.Tensor) -> list[torch.Tensor]:
+        return self.forward(f)[1]
+
+    def decode(self, ids: list[torch.Tensor]) -> torch.Tensor:
+        """Token maps of the first k scales (any k >= 1) -> f_hat [B, M, C] from those scales only."""
+        if not 1 <= len(ids) <= len(self.scales):
+            raise ValueError(f"pass the ids of 1..{len(self.scales)} scales, got {len(ids)}.")
+        f_hat = 0
+        for s, idx in enumerate(ids):
+            if idx.dim() != 2 or idx.shape[1] != self.scales[s]:
+                raise ValueError(f"scale {s} takes ids [B, {self.scales[s]}], got {tuple(idx.shape)}.")
+            if idx.numel() and (idx.min() < 0 or idx.max() >= self.num_codes):
+                raise ValueError(f"token ids must lie in [0, {self.num_codes}).")
+            f_hat = f_hat + self._refine(self.codebook(s).embed(idx), s)
+        return f_hat
+
+    def next_scale_input(self, ids: list[torch.Tensor]) -> torch.Tensor:
+        """VAR's teacher-forcing input: f_hat of the given scales, area-resized to the next scale's length
+        [B, L_{k+1}, C] (what the AR model reads to predict scale k+1)."""
+        return self._resize(self.decode(ids), self.scales[len(ids)], "area")

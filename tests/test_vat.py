@@ -1,0 +1,154 @@
+"""VAT: multi-scale token counts, residual quantisation, overfitting one shape, meshes, 3D metrics, errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from tokenizers_visual.vat import VAT, fourier_features, logits_to_mesh
+from zoo.data.primitives import PrimitivesDataset
+from zoo.metrics.shapes3d import chamfer_fscore, generation_metrics, sample_surface, volume_iou
+from zoo.nn.quantizers import MultiScaleResidualVQ
+
+TINY = dict(num_latents=8, latent_dim=8, codebook_size=32, width=64, encoder_depth=1, decoder_depth=1, head_dim=32,
+            triplane_resolution=16, triplane_patch=4, triplane_channels=16, mlp_hidden=32)
+
+
+def _item(category="box"):
+    item = PrimitivesDataset("train", num_points=256, num_uniform=512, num_near=512, length=1, category=category)[0]
+    return [item[k][None] for k in ("points", "normals", "queries", "occupancy")]
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """A tiny VAT overfitted to one box (100 Adam steps)."""
+    torch.manual_seed(0)
+    points, normals, queries, occupancy = _item()
+    vat = VAT(**TINY)
+    optimizer = torch.optim.Adam(vat.parameters(), lr=3e-3)
+    for _ in range(100):
+        out = vat(points, normals, queries, occupancy)
+        loss = out["bce"] + 1e-4 * out["kl"] + out["vq"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return vat.eval(), (points, normals, queries, occupancy)
+
+
+def test_scales_and_token_counts():
+    vat = VAT(**TINY)
+    assert vat.scales == [1, 2, 4, 8] and vat.quantizer.num_tokens == 15
+    assert vat.num_bytes() == 15 * 5 / 8 and vat.num_bytes(2) == 3 * 5 / 8  # 32 codes: 5 bits a token
+    points, normals, _, _ = _item()
+    ids = vat.encode(points, normals)
+    assert [tuple(i.shape) for i in ids] == [(1, 1), (1, 2), (1, 4), (1, 8)]
+    custom = VAT(**{**TINY, "scales": [1, 3, 8]})
+    assert [i.shape[1] for i in custom.encode(points, normals)] == [1, 3, 8]
+    with pytest.raises(ValueError, match="last scale"):
+        VAT(**{**TINY, "scales": [1, 2, 4]})
+    with pytest.raises(ValueError, match="increasing"):
+        MultiScaleResidualVQ(4, [2, 2, 8], 16)
+
+
+def _smooth_features(count: int) -> torch.Tensor:
+    """[count, 16, 4] features with coarse structure (upsampled from 4 tokens) and fine noise."""
+    coarse = torch.randn(count, 4, 4).transpose(1, 2)
+    return torch.nn.functional.interpolate(coarse, size=16, mode="linear").transpose(1, 2) + 0.3 * torch.randn(count, 16, 4)
+
+
+def test_each_scale_reduces_the_residual():
+    """Fit a multi-scale quantiser on training features; on new features, every added scale brings the
+    reconstruction closer."""
+    torch.manual_seed(0)
+    quantizer = MultiScaleResidualVQ(4, [1, 2, 4, 8, 16], 64)
+    train = _smooth_features(256)
+    with torch.no_grad():
+        quantizer.codebooks[0].embedding.weight.copy_(train.reshape(-1, 4)[torch.randperm(4096)[:64]])
+    optimizer = torch.optim.Adam(quantizer.parameters(), lr=1e-2)
+    for _ in range(100):
+        loss = quantizer(train)[2]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    quantizer.eval()
+    test = _smooth_features(128)
+    with torch.no_grad():
+        ids = quantizer.encode(test)
+        errors = [(test - quantizer.decode(ids[:k])).norm().item() for k in range(1, 6)]
+        assert torch.allclose(quantizer.decode(ids), quantizer(test)[0], atol=1e-6)
+    assert all(b < a for a, b in zip(errors, errors[1:])), errors
+    assert errors[-1] < 0.5 * test.norm().item()
+    next_input = quantizer.next_scale_input(ids[:2])
+    assert next_input.shape == (128, 4, 4)
+
+
+def test_decode_of_encode_has_high_iou_and_makes_a_mesh(fitted, tmp_path):
+    import trimesh
+
+    vat, (points, normals, queries, occupancy) = fitted
+    ids = vat.encode(points, normals)
+    with torch.no_grad():
+        logits = vat.occupancy_logits(vat.decode(ids), queries)
+    assert volume_iou(logits, occupancy) > 0.8
+    (mesh,) = vat.decode_mesh(ids, resolution=33)
+    assert len(mesh.faces) > 0 and mesh.volume > 0
+    reference = sample_surface(trimesh.Trimesh(), 10)
+    assert reference.shape == (0, 3)
+    for suffix in ("glb", "obj", "ply"):
+        mesh.export(tmp_path / f"shape.{suffix}")
+        loaded = trimesh.load(tmp_path / f"shape.{suffix}", force="mesh")
+        assert len(loaded.faces) == len(mesh.faces)
+        assert np.allclose(np.sort(loaded.vertices, axis=0), np.sort(mesh.vertices, axis=0), atol=1e-4)
+
+
+def test_logits_to_mesh_matches_a_sphere():
+    axis = np.linspace(-1, 1, 65)
+    x, y, z = np.meshgrid(axis, axis, axis, indexing="ij")
+    mesh = logits_to_mesh(0.5 - np.sqrt(x ** 2 + y ** 2 + z ** 2))
+    assert abs(mesh.volume - 4 / 3 * np.pi * 0.125) < 0.01  # outward faces: positive volume
+    assert len(logits_to_mesh(-np.ones((9, 9, 9))).faces) == 0
+
+
+def test_3d_metrics():
+    rng = np.random.default_rng(0)
+    sphere = rng.normal(size=(4000, 3))
+    sphere /= np.linalg.norm(sphere, axis=1, keepdims=True)
+    same = chamfer_fscore(sphere, sphere)
+    assert same["chamfer"] == 0 and same["fscore@0.02"] == 1.0
+    shifted = chamfer_fscore(sphere + [0.05, 0, 0], sphere)
+    assert 0.05 < shifted["chamfer"] < 0.11 and shifted["fscore@0.01"] < 0.5
+    assert chamfer_fscore(np.zeros((0, 3)), sphere)["fscore@0.02"] == 0.0
+    logits, truth = torch.tensor([1.0, -1.0, 2.0, -3.0]), torch.tensor([1.0, 0.0, 0.0, 0.0])
+    assert volume_iou(logits, truth) == 0.5
+    clouds = [sphere[i::4] * s for i, s in enumerate((1.0, 1.1, 1.2, 1.3))]
+    matched = generation_metrics(clouds[:2], clouds[:2])
+    assert matched["coverage"] == 1.0 and matched["mmd_chamfer"] < 0.1
+    far = generation_metrics([c + 5 for c in clouds[:2]], clouds[2:])
+    assert far["one_nna"] == 1.0  # perfectly separable sets
+
+
+def test_fourier_features():
+    xyz = torch.tensor([[0.5, -0.25, 0.0]])
+    f = fourier_features(xyz, 2)
+    assert f.shape == (1, 15) and torch.equal(f[0, :3], xyz[0])
+    assert torch.allclose(f[0, 3:9], torch.sin(torch.pi * torch.tensor([0.5, 1.0, -0.25, -0.5, 0.0, 0.0])))
+
+
+def test_bad_inputs():
+    vat = VAT(**TINY)
+    points, normals, _, _ = _item()
+    with pytest.raises(ValueError, match="normals"):
+        vat.encode(points)
+    with pytest.raises(ValueError, match="NaN"):
+        vat.encode(torch.full_like(points, float("nan")), normals)
+    with pytest.raises(ValueError, match="empty"):
+        vat.encode(points[:, :0], normals[:, :0])
+    with pytest.raises(ValueError, match="\\[B, N, 3\\]"):
+        vat.encode(points[0], normals[0])
+    with pytest.raises(ValueError, match="shaped like"):
+        vat.encode(points, normals[:, :5])
+    with pytest.raises(ValueError, match="scale 0 takes"):
+        vat.decode([torch.zeros(1, 2, dtype=torch.long)])
+    with pytest.raises(ValueError, match="\\[0, 32\\)"):
+        vat.decode([torch.full((1, 1), 32)])
+    no_normals = VAT(**{**TINY, "use_normals": False})
+    assert len(no_normals.encode(points)) == 4
