@@ -152,3 +152,83 @@ def test_bad_inputs():
         vat.decode([torch.full((1, 1), 32)])
     no_normals = VAT(**{**TINY, "use_normals": False})
     assert len(no_normals.encode(points)) == 4
+
+
+# ------------------------------------------------------------------ next-scale AR and the pipeline
+def _next_scale_model(quantizer, num_classes=7):
+    from zoo.ar import ARTransformer
+    from zoo.ar.next_scale import next_scale_config
+
+    torch.manual_seed(0)
+    model = ARTransformer(**next_scale_config(quantizer, hidden_size=32, num_layers=2, num_heads=2,
+                                              num_classes=num_classes)).eval()
+    torch.nn.init.normal_(model.head.weight, std=1.0)
+    return model
+
+
+def test_next_scale_step_matches_teacher_forcing_and_the_uncached_loop():
+    from zoo.ar import generate
+    from zoo.ar.next_scale import NextScaleStep
+
+    quantizer = MultiScaleResidualVQ(4, [1, 2, 4, 8], 16).eval()
+    model = _next_scale_model(quantizer, num_classes=3)
+    labels = torch.tensor([0, 2])
+    kwargs = dict(class_labels=labels, guidance_scale=1.0, temperature=0)
+    greedy = generate(model, 15, step=NextScaleStep(quantizer), **kwargs).tokens
+    inputs = quantizer.teacher_forcing_inputs(list(greedy.split([1, 2, 4, 8], dim=1)))
+    with torch.no_grad():
+        assert torch.equal(model(inputs, class_labels=labels).argmax(-1), greedy)  # position t predicts token t
+    sampled = dict(class_labels=labels, guidance_scale=2.0, generator=[torch.Generator().manual_seed(i) for i in (0, 1)])
+    cached = generate(model, 15, step=NextScaleStep(quantizer), **sampled).tokens
+    sampled["generator"] = [torch.Generator().manual_seed(i) for i in (0, 1)]
+    assert torch.equal(cached, generate(model, 15, step=NextScaleStep(quantizer), use_cache=False, **sampled).tokens)
+    assert generate(model, 3, step=NextScaleStep(quantizer), **kwargs).tokens.shape == (2, 3)  # two scales
+    with pytest.raises(ValueError, match="not whole scales"):
+        generate(model, 5, step=NextScaleStep(quantizer), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def vat_pipe():
+    from pipelines import VAT3DPipeline
+    from zoo.data.primitives import CATEGORIES
+
+    torch.manual_seed(0)
+    vat = VAT(**TINY).eval()
+    return VAT3DPipeline(transformer=_next_scale_model(vat.quantizer), vat=vat, class_names=CATEGORIES)
+
+
+def test_pipeline_outputs_meshes_grids_and_tokens(vat_pipe, tmp_path):
+    from diffusers import DiffusionPipeline
+
+    out = vat_pipe(class_labels=["torus", 2], resolution=17, generator=torch.Generator().manual_seed(0))
+    assert len(out.meshes) == 2 and [t.shape for t in out.tokens] == [(2, 1), (2, 2), (2, 4), (2, 8)]
+    assert out.preview(64).size == (128, 64)
+    coarse = vat_pipe(class_labels="box", num_scales=2, output_type="np", resolution=9)
+    assert coarse.meshes.shape == (1, 9, 9, 9) and len(coarse.tokens) == 2
+    vat_pipe.save_pretrained(tmp_path / "pipe")
+    loaded = DiffusionPipeline.from_pretrained(tmp_path / "pipe")
+    assert type(loaded).__name__ == "VAT3DPipeline" and loaded.config.class_names[5] == "torus"
+
+
+def test_pipeline_errors(vat_pipe):
+    with pytest.raises(ValueError, match="unknown class name"):
+        vat_pipe(class_labels="pyramid")
+    with pytest.raises(ValueError, match="num_scales"):
+        vat_pipe(class_labels=0, num_scales=0)
+    with pytest.raises(ValueError, match="output_type"):
+        vat_pipe(class_labels=0, output_type="pil")
+    with pytest.raises(ValueError, match="resolution"):
+        vat_pipe(class_labels=0, resolution=4)
+
+
+def test_render_mesh():
+    import trimesh
+
+    from zoo.render import render_mesh
+
+    image = np.asarray(render_mesh(trimesh.creation.icosphere(radius=0.8), size=64))
+    painted = (image != 255).any(-1)
+    assert 0.3 < painted.mean() < 0.7 and image[32, 32].tolist() != [255, 255, 255]
+    assert (np.asarray(render_mesh(trimesh.Trimesh(), size=32)) == 255).all()
+    with pytest.raises(ValueError, match="size"):
+        render_mesh(trimesh.Trimesh(), size=4)

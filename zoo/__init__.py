@@ -23,7 +23,7 @@ _PUBLIC = {
     "VQModel": "tokenizers_visual", "FlexTok": "tokenizers_visual", "KARLTokenizer": "tokenizers_visual", "VAT": "tokenizers_visual", "CodeClusters": "tokenizers_visual", "ShapesClassifier": "zoo.metrics.classifier",
     "SpeechCodec": "tokenizers_audio", "SpeechRecognizer": "zoo.metrics.recognizer",
     # pipelines
-    "ZooPipeline": "pipelines", "ARImagePipeline": "pipelines", "CTFPipeline": "pipelines", "DistilledPipeline": "pipelines", "FlexTokPipeline": "pipelines", "TokenShufflePipeline": "pipelines", "CodecTTSPipeline": "pipelines", "SpeechContinuationPipeline": "pipelines", "SpeechPipelineOutput": "pipelines", "ARTokenPipeline": "pipelines", "TokenPipelineOutput": "pipelines",
+    "ZooPipeline": "pipelines", "ARImagePipeline": "pipelines", "CTFPipeline": "pipelines", "DistilledPipeline": "pipelines", "FlexTokPipeline": "pipelines", "VAT3DPipeline": "pipelines", "TokenShufflePipeline": "pipelines", "CodecTTSPipeline": "pipelines", "SpeechContinuationPipeline": "pipelines", "SpeechPipelineOutput": "pipelines", "ARTokenPipeline": "pipelines", "TokenPipelineOutput": "pipelines",
     # loading and the catalogue
     "load": "zoo.hub", "resolve": "zoo.hub", "ModelNotFoundError": "zoo.hub",
     "list_models": "weights_registry", "Entry": "weights_registry",

@@ -74,6 +74,17 @@ def _save_output(output, out: Path) -> str:
     import numpy as np
     import torch
 
+    if hasattr(output, "meshes"):
+        if out.suffix == ".png":
+            output.preview().save(out)
+            return f"a preview of {len(output.meshes)} mesh(es)"
+        if out.suffix not in (".glb", ".obj", ".ply", ".stl"):
+            raise ValueError(f"meshes are written as .glb, .obj, .ply or .stl (or a .png preview), not {out.suffix!r}.")
+        paths = [out] if len(output.meshes) == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}")
+                                                       for i in range(len(output.meshes))]
+        for path, mesh in zip(paths, output.meshes):
+            mesh.export(path)
+        return f"{len(paths)} mesh(es) ({sum(len(m.faces) for m in output.meshes)} faces)"
     if hasattr(output, "images"):
         from diffusers.utils import make_image_grid
 

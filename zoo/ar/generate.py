@@ -165,7 +165,9 @@ def generate_steps(
     if B == 0:
         raise ValueError("the batch is empty: pass at least one condition row.")
     P = model.config.num_prefix_tokens
-    if step.cache_length(P, num_tokens) + 1 > model.max_positions:  # positions the sequence occupies
+    # positions the sequence occupies (a step may say; by default every cached position and the last input)
+    occupied = step.positions(P, num_tokens) if hasattr(step, "positions") else step.cache_length(P, num_tokens) + 1
+    if occupied > model.max_positions:
         raise ValueError(f"the prefix ({P}) plus {num_tokens} tokens exceed the model's context of "
                          f"{model.max_positions} positions; ask for fewer tokens.")
     generators = normalize_generators(generator, B)

@@ -220,3 +220,52 @@ class PrimitivesDataset(torch.utils.data.Dataset):
         queries, occupancy = query_points(spec, self.num_uniform, self.num_near, rng)
         return {"points": torch.from_numpy(points), "normals": torch.from_numpy(normals),
                 "queries": torch.from_numpy(queries), "occupancy": torch.from_numpy(occupancy), "label": spec.label}
+
+
+def cache_primitives(path, split: str, count: int, num_points: int = 2048, num_uniform: int = 2048,
+                     num_near: int = 2048, progress: bool = True):
+    """Draw the first `count` shapes of a split once and store them (float16) in a safetensors file:
+    points, normals [count, num_points, 3], queries [count, Q, 3], occupancy [count, Q] (uint8), labels."""
+    from safetensors.torch import save_file
+    from tqdm.auto import tqdm
+
+    from zoo.utils.io import atomic_path
+
+    data = PrimitivesDataset(split, num_points, num_uniform, num_near, length=count)
+    items = [data[i] for i in tqdm(range(count), desc=f"primitives {split}", disable=not progress)]
+    tensors = {"points": torch.stack([x["points"] for x in items]).half(),
+               "normals": torch.stack([x["normals"] for x in items]).half(),
+               "queries": torch.stack([x["queries"] for x in items]).half(),
+               "occupancy": torch.stack([x["occupancy"] for x in items]).to(torch.uint8),
+               "labels": torch.tensor([x["label"] for x in items])}
+    metadata = {"split": split, "count": str(count), "num_points": str(num_points), "num_uniform": str(num_uniform),
+                "num_near": str(num_near)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata=metadata)
+
+
+class CachedPrimitives(torch.utils.data.Dataset):
+    """Shapes from `cache_primitives`, each item a random subset of its points and queries (a fresh
+    subset every time: augmentation for free). Items as `PrimitivesDataset`'s, in float32."""
+
+    def __init__(self, path, num_points: int = 1024, num_queries: int = 1024, seed: int = 0):
+        from safetensors.torch import load_file
+
+        self.tensors = load_file(path)
+        stored_points, stored_queries = self.tensors["points"].shape[1], self.tensors["queries"].shape[1]
+        if num_points > stored_points or num_queries > stored_queries:
+            raise ValueError(f"{path} holds {stored_points} points and {stored_queries} queries per shape; "
+                             f"asked for {num_points} and {num_queries}.")
+        self.num_points, self.num_queries = num_points, num_queries
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.tensors["labels"])
+
+    def __getitem__(self, index: int) -> dict:
+        t = self.tensors
+        points = torch.randperm(t["points"].shape[1], generator=self.generator)[: self.num_points]
+        queries = torch.randperm(t["queries"].shape[1], generator=self.generator)[: self.num_queries]
+        return {"points": t["points"][index, points].float(), "normals": t["normals"][index, points].float(),
+                "queries": t["queries"][index, queries].float(), "occupancy": t["occupancy"][index, queries].float(),
+                "label": int(t["labels"][index])}

@@ -422,16 +422,16 @@ class MultiScaleResidualVQ(nn.Module):
     def codebook(self, scale: int) -> VectorQuantizer:
         return self.codebooks[0 if self.shared_codebook else scale]
 
-    def _resize(self, x: torch.Tensor, length: int, mode: str) -> torch.Tensor:
+    def resize(self, x: torch.Tensor, length: int, mode: str) -> torch.Tensor:
         """[B, L, C] -> [B, length, C] along the token axis."""
         if x.shape[1] == length:
             return x
         kwargs = {"align_corners": False} if mode == "linear" else {}
         return F.interpolate(x.transpose(1, 2), size=length, mode=mode, **kwargs).transpose(1, 2)
 
-    def _refine(self, codes: torch.Tensor, scale: int) -> torch.Tensor:
+    def refine(self, codes: torch.Tensor, scale: int) -> torch.Tensor:
         """Upsample one scale's codewords [B, L_s, C] to [B, M, C] and apply phi_s."""
-        up = self._resize(codes, self.scales[-1], "linear").transpose(1, 2)
+        up = self.resize(codes, self.scales[-1], "linear").transpose(1, 2)
         return (up * (1 - self.phi_ratio) + self.phi[scale](up) * self.phi_ratio).transpose(1, 2)
 
     def _check(self, f: torch.Tensor):
@@ -443,14 +443,14 @@ class MultiScaleResidualVQ(nn.Module):
         self._check(f)
         f_hat, ids, loss, norms = torch.zeros_like(f), [], f.new_zeros(()), []
         for s, length in enumerate(self.scales):
-            residual = self._resize(f.detach() - f_hat.detach(), length, "area")
+            residual = self.resize(f.detach() - f_hat.detach(), length, "area")
             norms.append(residual.norm(dim=-1).mean())
             quantizer = self.codebook(s)
             idx = quantizer.nearest(residual)
             if self.training:
                 quantizer.usage += torch.bincount(idx.flatten(), minlength=self.num_codes)
                 quantizer.recent_inputs = residual.reshape(-1, self.dim)
-            f_hat = f_hat + self._refine(quantizer.embed(idx), s)
+            f_hat = f_hat + self.refine(quantizer.embed(idx), s)
             loss = loss + F.mse_loss(f_hat, f.detach()) + self.beta * F.mse_loss(f, f_hat.detach())
             ids.append(idx)
         return f + (f_hat - f).detach(), ids, loss / len(self.scales), torch.stack(norms)
@@ -468,10 +468,19 @@ class MultiScaleResidualVQ(nn.Module):
                 raise ValueError(f"scale {s} takes ids [B, {self.scales[s]}], got {tuple(idx.shape)}.")
             if idx.numel() and (idx.min() < 0 or idx.max() >= self.num_codes):
                 raise ValueError(f"token ids must lie in [0, {self.num_codes}).")
-            f_hat = f_hat + self._refine(self.codebook(s).embed(idx), s)
+            f_hat = f_hat + self.refine(self.codebook(s).embed(idx), s)
         return f_hat
 
     def next_scale_input(self, ids: list[torch.Tensor]) -> torch.Tensor:
-        """VAR's teacher-forcing input: f_hat of the given scales, area-resized to the next scale's length
+        """VAR's AR input: f_hat of the given scales, area-resized to the next scale's length
         [B, L_{k+1}, C] (what the AR model reads to predict scale k+1)."""
-        return self._resize(self.decode(ids), self.scales[len(ids)], "area")
+        return self.resize(self.decode(ids), self.scales[len(ids)], "area")
+
+    def teacher_forcing_inputs(self, ids: list[torch.Tensor]) -> torch.Tensor:
+        """The AR model's whole input sequence for all scales' ids: the next-scale inputs of scales 2..S
+        concatenated [B, sum(L_2..L_S), C] (scale 1 is predicted from the condition alone)."""
+        f_hat, inputs = 0, []
+        for s in range(len(self.scales) - 1):
+            f_hat = f_hat + self.refine(self.codebook(s).embed(ids[s]), s)
+            inputs.append(self.resize(f_hat, self.scales[s + 1], "area"))
+        return torch.cat(inputs, dim=1)

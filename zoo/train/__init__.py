@@ -17,4 +17,6 @@ RECIPES: dict[str, str] = {
     "flextok-shapes": "zoo.train.flextok_shapes",
     "flextok-ar-shapes": "zoo.train.flextok_ar_shapes",
     "karl-shapes": "zoo.train.karl_shapes",
+    "vat-primitives": "zoo.train.vat_primitives",
+    "vat-ar-primitives": "zoo.train.vat_ar_primitives",
 }
