@@ -163,3 +163,29 @@ def test_flextok_benchmark_on_tiny_tokenizers(tmp_path, monkeypatch):
     assert "flextok-ar k=2" in systems and "flextok-ar k=8" in systems
     assert any(s.startswith("karl max_error=0.02") for s in systems)
     assert len(result["claims"]) == 4 and all(isinstance(c["holds"], bool) for c in result["claims"])
+
+
+def test_vat_benchmark_on_tiny_models(tmp_path, monkeypatch):
+    """The VAT benchmark end to end on random tiny models (the numbers mean nothing)."""
+    import torch
+
+    from benchmarks import vat as vat_benchmark
+    from pipelines import VAT3DPipeline
+    from tests.test_vat import TINY, _next_scale_model
+    from tokenizers_visual import VAT
+    from zoo.data.primitives import CATEGORIES
+
+    torch.manual_seed(0)
+    vat = VAT(**TINY)
+    vat.save_pretrained(tmp_path / "vat")
+    VAT3DPipeline(transformer=_next_scale_model(vat.quantizer), vat=vat, class_names=CATEGORIES).save_pretrained(
+        tmp_path / "ar")
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    args = ["--vat", str(tmp_path / "vat"), "--ar", str(tmp_path / "ar"), "--shapes", "2", "--resolution", "9",
+            "--samples", "500", "--quick"]
+    assert vat_benchmark.main(args) == 0
+    result = json.loads((tmp_path / "vat.quick.json").read_text())
+    systems = [r["system"] for r in result["rows"]]
+    assert systems == ["vat 3 scales", "vat 4 scales", "vat-ar (all scales)"]
+    assert result["rows"][1]["tokens"] == 15 and result["rows"][2]["shapes"] == 7
+    assert len(result["claims"]) == 2
