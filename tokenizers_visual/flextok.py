@@ -38,6 +38,8 @@ from zoo.nn.quantizers import FSQ
 from zoo.nn.vit import AdaLNHead, ViTBlock, mup_attention_scale, sincos_2d
 from zoo.utils.io import AtomicSaveMixin
 
+from .latents import check_square_images, vae_decode, vae_encode
+
 # The official tokenizers' VAE: diffusers AutoencoderKL, SDXL layout, 16 latent channels, f8.
 FLEXTOK_VAE_CONFIG = {
     "in_channels": 3, "out_channels": 3, "latent_channels": 16, "layers_per_block": 2, "norm_num_groups": 32,
@@ -214,15 +216,7 @@ class FlexTok(AtomicSaveMixin, ModelMixin, ConfigMixin):
 
     # ------------------------------------------------------------------ checks
     def check_images(self, images: torch.Tensor):
-        size = self.config.image_size
-        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be a [B, 3, {size}, {size}] tensor in [-1, 1], got "
-                             f"{type(images).__name__} {tuple(getattr(images, 'shape', ()))}.")
-        if images.shape[0] == 0 or tuple(images.shape[2:]) != (size, size):
-            raise ValueError(f"images are {tuple(images.shape[2:])} (batch {images.shape[0]}); this tokenizer "
-                             f"takes a non-empty batch of {size}x{size} images: resize or crop them.")
-        if not torch.isfinite(images).all():
-            raise ValueError("images contain NaN or infinite values.")
+        check_square_images(images, self.config.image_size)
 
     def check_num_tokens(self, k) -> int:
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.num_registers:
@@ -254,14 +248,10 @@ class FlexTok(AtomicSaveMixin, ModelMixin, ConfigMixin):
     # ------------------------------------------------------------------ VAE latents
     def encode_latents(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """images [B, 3, S, S] in [-1, 1] -> scaled VAE latents [B, C, S/f, S/f]."""
-        posterior = self.vae.encode(images.to(self.dtype)).latent_dist
-        latents = posterior.sample(generator) if self.config.sample_posterior else posterior.mode()
-        shift = self.vae.config.shift_factor or 0.0
-        return (latents - shift) * self.vae.config.scaling_factor
+        return vae_encode(self.vae, images, self.config.sample_posterior, generator)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        shift = self.vae.config.shift_factor or 0.0
-        return self.vae.decode(latents / self.vae.config.scaling_factor + shift).sample
+        return vae_decode(self.vae, latents)
 
     # ------------------------------------------------------------------ tokens
     def encode(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -38,6 +38,7 @@ from zoo.nn.vit import AdaLNHead, ViTBlock, mup_attention_scale, sincos_2d
 from zoo.utils.io import AtomicSaveMixin
 
 from .flextok import FLEXTOK_VAE_CONFIG, patchify, unpatchify
+from .latents import check_square_images, vae_decode, vae_encode
 
 # KARL's 19 error bins span 0.005 .. 0.38 (mean L1 in pixel units); zoo spaces them geometrically.
 KARL_ERROR_BINS = [round(float(x), 4) for x in np.geomspace(0.005, 0.38, 19)]
@@ -135,11 +136,10 @@ class KARLTokenizer(AtomicSaveMixin, ModelMixin, ConfigMixin):
         return torch.searchsorted(bins, errors.float().contiguous()).clamp(max=len(bins) - 1)
 
     def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
-        latents = self.vae.encode(images.to(self.dtype)).latent_dist.mode()
-        return (latents - (self.vae.config.shift_factor or 0.0)) * self.vae.config.scaling_factor
+        return vae_encode(self.vae, images)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.vae.decode(latents / self.vae.config.scaling_factor + (self.vae.config.shift_factor or 0.0)).sample
+        return vae_decode(self.vae, latents)
 
     @staticmethod
     def _key_mask(prefix: int, keep: torch.Tensor) -> torch.Tensor:
@@ -185,15 +185,7 @@ class KARLTokenizer(AtomicSaveMixin, ModelMixin, ConfigMixin):
 
     # ------------------------------------------------------------------ user API
     def check_images(self, images: torch.Tensor):
-        size = self.config.image_size
-        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be a [B, 3, {size}, {size}] tensor in [-1, 1], got "
-                             f"{type(images).__name__} {tuple(getattr(images, 'shape', ()))}.")
-        if images.shape[0] == 0 or tuple(images.shape[2:]) != (size, size):
-            raise ValueError(f"images are {tuple(images.shape[2:])} (batch {images.shape[0]}); this tokenizer "
-                             f"takes a non-empty batch of {size}x{size} images.")
-        if not torch.isfinite(images).all():
-            raise ValueError("images contain NaN or infinite values.")
+        check_square_images(images, self.config.image_size)
 
     def _errors(self, max_error, batch_size: int) -> torch.Tensor:
         errors = torch.as_tensor(max_error, dtype=torch.float32).flatten()

@@ -23,7 +23,7 @@ import torch
 
 from zoo.data.shapes import ShapesDataset
 from zoo.flow.rectified import logit_normal_times
-from zoo.train.loop import TrainConfig, train
+from zoo.train.loop import cosine_config, save_on_main, train
 
 
 def build_model(args):
@@ -70,16 +70,9 @@ def parse(argv):
 
 def main(argv=None) -> int:
     args = parse(argv)
-    config = TrainConfig(output_dir=args.out, max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         warmup_steps=min(300, args.steps // 10), lr_schedule="cosine",
-                         log_every=min(50, args.steps), checkpoint_every=min(250, args.steps), seed=args.seed,
-                         extra=vars(args))
+    config = cosine_config(args)
     model = train(build_model(args), ShapesDataset("train", size=args.size), flextok_loss, config)
-    from zoo.train.llamagen_shapes import is_main_process
-
-    if is_main_process():
-        model.save_pretrained(f"{args.out}/model")
-        print(f"saved {args.out}/model")
+    save_on_main(model, f"{args.out}/model")
     return 0
 
 

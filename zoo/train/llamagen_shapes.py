@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from zoo.ar import ARTransformer
 from zoo.data.tokens import TokenDataset
-from zoo.train.loop import TrainConfig, train
+from zoo.train.loop import TrainConfig, is_main_process, train  # noqa: F401 (is_main_process: re-exported)
 
 
 def next_token_loss(model, batch):
@@ -66,14 +66,6 @@ def train_config(args, output_dir: str, steps: int) -> TrainConfig:
                        warmup_steps=min(1000, steps // 10) if args.warmup is None else args.warmup,
                        mixed_precision=args.mixed_precision, log_every=min(50, steps),
                        checkpoint_every=min(250, steps), seed=args.seed, extra=vars(args))
-
-
-def is_main_process() -> bool:
-    from accelerate import PartialState
-
-    from zoo.utils.distributed import cpu_processes
-
-    return PartialState(cpu=cpu_processes()).is_main_process
 
 
 def main(argv=None) -> int:

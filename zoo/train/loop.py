@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from zoo.utils.distributed import cpu_processes
+from zoo.utils.io import atomic_directory
 
 
 @dataclass
@@ -193,3 +194,29 @@ class _Log:
 
 def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) and math.isfinite(v) else str(v)
+
+
+def cosine_config(args, warmup: int = 300, **overrides) -> TrainConfig:
+    """The schedule most recipes share, from their parsed arguments (out, steps, batch_size, lr, seed):
+    linear warm-up over at most `warmup` steps (10% of a short run), cosine decay to 0, a log line every
+    50 steps and a checkpoint every 250; `overrides` set any other TrainConfig field."""
+    return TrainConfig(output_dir=args.out, max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                       **{"warmup_steps": min(warmup, args.steps // 10), "lr_schedule": "cosine",
+                          "log_every": min(50, args.steps), "checkpoint_every": min(250, args.steps),
+                          "seed": args.seed, "extra": vars(args), **overrides})
+
+
+def is_main_process() -> bool:
+    from accelerate import PartialState
+
+    from zoo.utils.distributed import cpu_processes
+
+    return PartialState(cpu=cpu_processes()).is_main_process
+
+
+def save_on_main(model, folder) -> None:
+    """Save the trained model atomically (any diffusers model) from the main process only."""
+    if is_main_process():
+        with atomic_directory(folder) as tmp:
+            model.save_pretrained(tmp)
+        print(f"saved {folder}")

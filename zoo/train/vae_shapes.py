@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo.data.shapes import ShapesDataset
-from zoo.train.loop import TrainConfig, train
-from zoo.utils.io import atomic_directory
+from zoo.train.loop import cosine_config, save_on_main, train
 
 
 def vae_config(width: int, latent_channels: int, levels: int, size: int, norm_groups: int) -> dict:
@@ -73,20 +72,12 @@ def main(argv=None) -> int:
     args = parse(argv)
     if args.width % args.norm_groups:
         raise SystemExit(f"--width {args.width} must be a multiple of --norm-groups {args.norm_groups}.")
-    config = TrainConfig(output_dir=args.out, max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         warmup_steps=min(200, args.steps // 10), lr_schedule="cosine",
-                         log_every=min(50, args.steps), checkpoint_every=min(250, args.steps), seed=args.seed,
-                         extra=vars(args))
+    config = cosine_config(args, warmup=200)
     vae = AutoencoderKL(**vae_config(args.width, args.latent_channels, args.levels, args.size, args.norm_groups))
     vae = train(vae, ShapesDataset("train", size=args.size), make_loss(args.kl_weight), config)
-    from zoo.train.llamagen_shapes import is_main_process
-
-    if is_main_process():
-        scale = latent_scaling_factor(vae, args.size)
-        vae.register_to_config(scaling_factor=scale)
-        with atomic_directory(f"{args.out}/model") as folder:
-            vae.save_pretrained(folder)
-        print(f"saved {args.out}/model (latent scaling factor {scale:.4f})")
+    vae.register_to_config(scaling_factor=latent_scaling_factor(vae, args.size))
+    save_on_main(vae, f"{args.out}/model")
+    print(f"latent scaling factor {vae.config.scaling_factor:.4f}")
     return 0
 
 

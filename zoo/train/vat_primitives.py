@@ -18,7 +18,7 @@ import argparse
 from pathlib import Path
 
 from zoo.data.primitives import CachedPrimitives, cache_primitives
-from zoo.train.loop import TrainConfig, train
+from zoo.train.loop import cosine_config, save_on_main, train
 
 
 def build_model(args):
@@ -74,17 +74,10 @@ def main(argv=None) -> int:
     cache = Path(args.cache_dir or args.out) / f"primitives-train-{args.shapes}.safetensors"
     if not cache.is_file():
         cache_primitives(cache, "train", args.shapes)
-    config = TrainConfig(output_dir=args.out, max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         warmup_steps=min(300, args.steps // 10), lr_schedule="cosine",
-                         log_every=min(50, args.steps), checkpoint_every=min(250, args.steps), seed=args.seed,
-                         extra=vars(args))
+    config = cosine_config(args)
     model = train(build_model(args), CachedPrimitives(cache), make_loss(args.kl_weight), config,
                   hooks=[dead_code_restarts(args.restart_every)])
-    from zoo.train.llamagen_shapes import is_main_process
-
-    if is_main_process():
-        model.save_pretrained(f"{args.out}/model")
-        print(f"saved {args.out}/model")
+    save_on_main(model, f"{args.out}/model")
     return 0
 
 

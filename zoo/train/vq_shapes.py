@@ -19,7 +19,7 @@ import argparse
 import torch.nn.functional as F
 
 from zoo.data.shapes import ShapesDataset
-from zoo.train.loop import TrainConfig, train
+from zoo.train.loop import cosine_config, save_on_main, train
 
 
 def build_model(args):
@@ -78,18 +78,11 @@ def parse(argv):
 
 def main(argv=None) -> int:
     args = parse(argv)
-    config = TrainConfig(output_dir=args.out, max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         warmup_steps=min(500, args.steps // 10), lr_schedule="cosine", ema_decay=args.ema,
-                         mixed_precision=args.mixed_precision, log_every=min(50, args.steps),
-                         checkpoint_every=min(250, args.steps), seed=args.seed, extra=vars(args))
+    config = cosine_config(args, warmup=500, ema_decay=args.ema, mixed_precision=args.mixed_precision)
     model = build_model(args)
     model = train(model, ShapesDataset("train", size=args.size), vq_loss, config,
                   hooks=[dead_code_restarts(args.restart_every)])
-    from zoo.train.llamagen_shapes import is_main_process
-
-    if is_main_process():
-        model.save_pretrained(f"{args.out}/model")
-        print(f"saved {args.out}/model")
+    save_on_main(model, f"{args.out}/model")
     return 0
 
 
