@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, ConfigMixin, ModelMixin
+from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.embeddings import TimestepEmbedding, get_timestep_embedding
 from diffusers.utils import BaseOutput
@@ -38,7 +38,7 @@ from zoo.nn.quantizers import FSQ
 from zoo.nn.vit import AdaLNHead, ViTBlock, mup_attention_scale, sincos_2d
 from zoo.utils.io import AtomicSaveMixin
 
-from .latents import check_square_images, vae_decode, vae_encode
+from .latents import check_square_images, frozen_vae, vae_decode, vae_encode
 
 # The official tokenizers' VAE: diffusers AutoencoderKL, SDXL layout, 16 latent channels, f8.
 FLEXTOK_VAE_CONFIG = {
@@ -185,13 +185,8 @@ class FlexTok(AtomicSaveMixin, ModelMixin, ConfigMixin):
         for name, dim in (("encoder_dim", encoder_dim), ("decoder_dim", decoder_dim)):
             if dim % head_dim:
                 raise ValueError(f"{name}={dim} is not a multiple of head_dim={head_dim}.")
-        self.vae = AutoencoderKL(**(vae_config or FLEXTOK_VAE_CONFIG))
-        self.vae.requires_grad_(False)
-        self.downsample = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        if image_size % (self.downsample * patch_size):
-            raise ValueError(f"image_size={image_size} must be a multiple of the VAE's factor {self.downsample} "
-                             f"times patch_size={patch_size}.")
-        self.grid = (image_size // self.downsample // patch_size,) * 2
+        self.vae, self.grid = frozen_vae(vae_config or FLEXTOK_VAE_CONFIG, image_size, patch_size)
+        self.downsample = image_size // patch_size // self.grid[0]
         channels = self.vae.config.latent_channels
         patch_dim = channels * patch_size ** 2
         self.quantizer = FSQ(list(fsq_levels))

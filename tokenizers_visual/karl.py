@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, ConfigMixin, ModelMixin
+from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.utils import BaseOutput
 from torch import nn
@@ -38,7 +38,7 @@ from zoo.nn.vit import AdaLNHead, ViTBlock, mup_attention_scale, sincos_2d
 from zoo.utils.io import AtomicSaveMixin
 
 from .flextok import FLEXTOK_VAE_CONFIG, patchify, unpatchify
-from .latents import check_square_images, vae_decode, vae_encode
+from .latents import check_square_images, frozen_vae, vae_decode, vae_encode
 
 # KARL's 19 error bins span 0.005 .. 0.38 (mean L1 in pixel units); zoo spaces them geometrically.
 KARL_ERROR_BINS = [round(float(x), 4) for x in np.geomspace(0.005, 0.38, 19)]
@@ -95,12 +95,7 @@ class KARLTokenizer(AtomicSaveMixin, ModelMixin, ConfigMixin):
             raise ValueError(f"error_bins must be positive and ascending, got {bins}.")
         if dim % head_dim:
             raise ValueError(f"dim={dim} is not a multiple of head_dim={head_dim}.")
-        self.vae = AutoencoderKL(**(vae_config or FLEXTOK_VAE_CONFIG))
-        self.vae.requires_grad_(False)
-        downsample = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        if image_size % (downsample * patch_size):
-            raise ValueError(f"image_size={image_size} must be a multiple of {downsample * patch_size}.")
-        self.grid = (image_size // downsample // patch_size,) * 2
+        self.vae, self.grid = frozen_vae(vae_config or FLEXTOK_VAE_CONFIG, image_size, patch_size)
         patch_dim = self.vae.config.latent_channels * patch_size ** 2
         heads, scale = dim // head_dim, mup_attention_scale(head_dim)
 

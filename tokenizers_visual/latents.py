@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from diffusers import AutoencoderKL
 
 
 def check_square_images(images: torch.Tensor, size: int):
@@ -28,3 +29,23 @@ def vae_encode(vae, images: torch.Tensor, sample: bool = False, generator=None) 
 def vae_decode(vae, latents: torch.Tensor) -> torch.Tensor:
     """The inverse scaling, then the VAE decoder: images [B, 3, S, S] (unclamped)."""
     return vae.decode(latents / vae.config.scaling_factor + (vae.config.shift_factor or 0.0)).sample
+
+
+def frozen_vae(config: dict, image_size: int, patch_size: int) -> tuple[AutoencoderKL, tuple[int, int]]:
+    """A frozen AutoencoderKL from its config and the patch grid of image_size images over its latents."""
+    vae = AutoencoderKL(**config)
+    vae.requires_grad_(False)
+    downsample = 2 ** (len(vae.config.block_out_channels) - 1)
+    if image_size % (downsample * patch_size):
+        raise ValueError(f"image_size={image_size} must be a multiple of the VAE's factor {downsample} times "
+                         f"patch_size={patch_size}.")
+    return vae, (image_size // downsample // patch_size,) * 2
+
+
+def with_pretrained_vae(cls, vae_folder, **kwargs):
+    """Build a latent tokenizer `cls(vae_config=..., **kwargs)` around the AutoencoderKL saved in `vae_folder`,
+    with its weights (the training recipes' starting point)."""
+    vae = AutoencoderKL.from_pretrained(vae_folder)
+    model = cls(vae_config={k: v for k, v in vae.config.items() if not k.startswith("_")}, **kwargs)
+    model.vae.load_state_dict(vae.state_dict())
+    return model

@@ -27,18 +27,13 @@ from zoo.train.loop import cosine_config, save_on_main, train
 
 
 def build_model(args):
-    from diffusers import AutoencoderKL
-
     from tokenizers_visual.flextok import FlexTok
+    from tokenizers_visual.latents import with_pretrained_vae
 
-    vae = AutoencoderKL.from_pretrained(args.vae)
-    model = FlexTok(vae_config={k: v for k, v in vae.config.items() if not k.startswith("_")},
-                    image_size=args.size, num_registers=args.registers, fsq_levels=args.fsq_levels,
-                    encoder_dim=args.width,
-                    encoder_depth=args.depth, decoder_dim=args.width, decoder_depth=args.depth, head_dim=64,
-                    keep_k_sampling=args.keep_sampling, null_condition_prob=args.null_prob)
-    model.vae.load_state_dict(vae.state_dict())
-    return model
+    return with_pretrained_vae(FlexTok, args.vae, image_size=args.size, num_registers=args.registers,
+                               fsq_levels=args.fsq_levels, encoder_dim=args.width, encoder_depth=args.depth,
+                               decoder_dim=args.width, decoder_depth=args.depth, head_dim=64,
+                               keep_k_sampling=args.keep_sampling, null_condition_prob=args.null_prob)
 
 
 def flextok_loss(model, batch):

@@ -23,18 +23,13 @@ from zoo.train.vq_shapes import dead_code_restarts
 
 
 def build_model(args):
-    from diffusers import AutoencoderKL
-
     from tokenizers_visual.karl import KARLTokenizer
+    from tokenizers_visual.latents import with_pretrained_vae
 
-    vae = AutoencoderKL.from_pretrained(args.vae)
-    model = KARLTokenizer(vae_config={k: v for k, v in vae.config.items() if not k.startswith("_")},
-                          image_size=args.size, max_tokens=args.max_tokens,
-                          token_counts=list(range(args.count_step, args.max_tokens + 1, args.count_step)),
-                          codebook_size=args.codebook_size, dim=args.width, encoder_depth=args.depth,
-                          decoder_depth=args.depth, head_dim=64)
-    model.vae.load_state_dict(vae.state_dict())
-    return model
+    return with_pretrained_vae(KARLTokenizer, args.vae, image_size=args.size, max_tokens=args.max_tokens,
+                               token_counts=list(range(args.count_step, args.max_tokens + 1, args.count_step)),
+                               codebook_size=args.codebook_size, dim=args.width, encoder_depth=args.depth,
+                               decoder_depth=args.depth, head_dim=64)
 
 
 def karl_loss(model, batch):
