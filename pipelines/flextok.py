@@ -105,7 +105,8 @@ class FlexTokPipeline(ClassImagePipeline):
         if isinstance(images, (list, tuple)) and images and all(isinstance(i, PIL.Image.Image) for i in images):
             images = self.image_processor.preprocess(list(images))
         if not isinstance(images, torch.Tensor):
-            raise ValueError(f"images must be PIL images or a [B, 3, H, W] tensor in [-1, 1], got {type(images).__name__}.")
+            raise ValueError(f"images must be PIL images or a [B, 3, H, W] tensor in [-1, 1], got "
+                             f"{type(images).__name__}.")
         self.tokenizer.check_images(images)
         return images.to(self.tokenizer.device, self.tokenizer.dtype)
 

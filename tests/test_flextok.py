@@ -272,7 +272,8 @@ def test_converter_maps_the_official_layout(tmp_path):
     assert set(flextok_keys(2, 2)) == {k for k in sd if not k.startswith("vae.")}
     model = convert_flextok(sd, vae_config=TINY_VAE, head_dim=32)
     assert model.config.image_size == 32 and model.num_registers == 16 and model.config.encoder_depth == 2
-    assert torch.equal(model.encoder.patch_posemb, sd["encoder.module_dict.enc_posemb_module.posembs"][0].permute(1, 2, 0))
+    posembs = sd["encoder.module_dict.enc_posemb_module.posembs"]
+    assert torch.equal(model.encoder.patch_posemb, posembs[0].permute(1, 2, 0))
     assert torch.equal(model.decoder.register_posemb[3],
                        sd["decoder.module_dict.dec_registers_posemb_module.posembs"][0, 0, :, 3])
     # one encoder block and one adaLN decoder block against the official formulas

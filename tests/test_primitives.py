@@ -41,7 +41,8 @@ def test_analytic_inside_tests_of_parts():
     torus = Part("torus", (0.5, 0.1), identity, (0, 0, 0))
     assert torus.contains(pts).tolist() == [False, False, True, True]
     cone = Part("cone", (0.5, 1.0), identity, (0, 0, 0))  # base at z = -0.5, apex at z = 0.5
-    assert cone.contains(np.array([[0.0, 0.0, 0.45], [0.3, 0.0, 0.3], [0.3, 0.0, -0.3]])).tolist() == [True, False, True]
+    probes = np.array([[0.0, 0.0, 0.45], [0.3, 0.0, 0.3], [0.3, 0.0, -0.3]])
+    assert cone.contains(probes).tolist() == [True, False, True]
     moved = Part("box", (1.0, 1.0, 1.0), identity, (2.0, 0.0, 0.0), scale=0.5)
     assert moved.contains(np.array([[2.2, 0.0, 0.0], [2.3, 0.0, 0.0]])).tolist() == [True, False]
 

@@ -52,7 +52,8 @@ def test_scales_and_token_counts():
 def _smooth_features(count: int) -> torch.Tensor:
     """[count, 16, 4] features with coarse structure (upsampled from 4 tokens) and fine noise."""
     coarse = torch.randn(count, 4, 4).transpose(1, 2)
-    return torch.nn.functional.interpolate(coarse, size=16, mode="linear").transpose(1, 2) + 0.3 * torch.randn(count, 16, 4)
+    smooth = torch.nn.functional.interpolate(coarse, size=16, mode="linear").transpose(1, 2)
+    return smooth + 0.3 * torch.randn(count, 16, 4)
 
 
 def test_each_scale_reduces_the_residual():
@@ -178,7 +179,8 @@ def test_next_scale_step_matches_teacher_forcing_and_the_uncached_loop():
     inputs = quantizer.teacher_forcing_inputs(list(greedy.split([1, 2, 4, 8], dim=1)))
     with torch.no_grad():
         assert torch.equal(model(inputs, class_labels=labels).argmax(-1), greedy)  # position t predicts token t
-    sampled = dict(class_labels=labels, guidance_scale=2.0, generator=[torch.Generator().manual_seed(i) for i in (0, 1)])
+    sampled = dict(class_labels=labels, guidance_scale=2.0,
+                   generator=[torch.Generator().manual_seed(i) for i in (0, 1)])
     cached = generate(model, 15, step=NextScaleStep(quantizer), **sampled).tokens
     sampled["generator"] = [torch.Generator().manual_seed(i) for i in (0, 1)]
     assert torch.equal(cached, generate(model, 15, step=NextScaleStep(quantizer), use_cache=False, **sampled).tokens)

@@ -204,7 +204,8 @@ class KARLTokenizer(AtomicSaveMixin, ModelMixin, ConfigMixin):
     def detokenize(self, ids: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """ids [B, T] (T <= max_tokens) and keep [B, T] bool (default: all) -> images [B, 3, S, S]."""
         if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or not 1 <= ids.shape[1] <= self.max_tokens:
-            raise ValueError(f"ids must be [B, T] with T in 1..{self.max_tokens}, got {tuple(getattr(ids, 'shape', ()))}.")
+            raise ValueError(f"ids must be [B, T] with T in 1..{self.max_tokens}, got "
+                             f"{tuple(getattr(ids, 'shape', ()))}.")
         if ids.min() < 0 or ids.max() >= self.config.codebook_size:
             raise ValueError(f"token ids must lie in [0, {self.config.codebook_size}).")
         keep = torch.ones_like(ids, dtype=torch.bool) if keep is None else keep.to(ids.device).bool()

@@ -197,7 +197,8 @@ class VAT(AtomicSaveMixin, ModelMixin, ConfigMixin):
         """Token ids -> one trimesh mesh per shape: marching cubes at level 0 of the occupancy logits on a
         resolution^3 grid over [-1, 1]^3 (3DShape2VecSet's protocol). A shape whose logits never cross 0
         gives an empty mesh."""
-        return [logits_to_mesh(grid.float().cpu().numpy()) for grid in self.occupancy_grid(self.decode(ids), resolution)]
+        grids = self.occupancy_grid(self.decode(ids), resolution)
+        return [logits_to_mesh(grid.float().cpu().numpy()) for grid in grids]
 
     # ------------------------------------------------------------------ training
     def forward(self, points, normals, queries, occupancy=None):

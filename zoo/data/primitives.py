@@ -138,7 +138,9 @@ def sample_spec(rng: np.random.Generator, category: str | None = None) -> Primit
         category = CATEGORIES[rng.integers(len(CATEGORIES))]
     if category not in CATEGORIES:
         raise ValueError(f"unknown category {category!r}; pick one of {CATEGORIES}.")
-    kinds = [category] if category != "union" else [PART_KINDS[i] for i in rng.integers(len(PART_KINDS), size=rng.integers(2, 4))]
+    kinds = [category]
+    if category == "union":
+        kinds = [PART_KINDS[i] for i in rng.integers(len(PART_KINDS), size=rng.integers(2, 4))]
     parts = []
     for i, kind in enumerate(kinds):
         offset = rng.normal(scale=0.25, size=3) if i else np.zeros(3)  # parts of a union overlap or touch

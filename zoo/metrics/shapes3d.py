@@ -61,8 +61,10 @@ def generation_metrics(generated: list[np.ndarray], reference: list[np.ndarray])
         return chamfer_fscore(a, b)["chamfer"] if len(a) else float("inf")
 
     gen_ref = np.array([[cd(g, r) for r in reference] for g in generated])
-    gen_gen = np.array([[cd(a, b) if i != j else np.inf for j, b in enumerate(generated)] for i, a in enumerate(generated)])
-    ref_ref = np.array([[cd(a, b) if i != j else np.inf for j, b in enumerate(reference)] for i, a in enumerate(reference)])
+    def within(clouds):  # pairwise distances inside one set, infinite on the diagonal (leave one out)
+        return np.array([[cd(a, b) if i != j else np.inf for j, b in enumerate(clouds)] for i, a in enumerate(clouds)])
+
+    gen_gen, ref_ref = within(generated), within(reference)
     coverage = len(set(gen_ref.argmin(1).tolist())) / len(reference)
     mmd = float(gen_ref.min(0).mean())
     # 1-NNA: leave-one-out 1-nearest-neighbour classification of generated vs reference; 50% is ideal

@@ -385,7 +385,8 @@ class FSQ(nn.Module):
 
     def _check_channels(self, z: torch.Tensor):
         if z.shape[-1] != self.dim:
-            raise ValueError(f"FSQ with {self.dim} levels expects {self.dim} channels last, got shape {tuple(z.shape)}.")
+            raise ValueError(f"FSQ with {self.dim} levels expects {self.dim} channels last, got shape "
+                             f"{tuple(z.shape)}.")
 
 
 class MultiScaleResidualVQ(nn.Module):

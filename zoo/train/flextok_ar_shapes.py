@@ -34,7 +34,8 @@ def main(argv=None) -> int:
     if isinstance(tokenizer, FlexTokPipeline):
         tokenizer = tokenizer.tokenizer
     if not isinstance(tokenizer, zoo.FlexTok):
-        raise SystemExit(f"--vq {args.vq} is a {type(tokenizer).__name__}; pass the FlexTok tokenizer that made the tokens.")
+        raise SystemExit(f"--vq {args.vq} is a {type(tokenizer).__name__}; pass the FlexTok tokenizer that made "
+                         "the tokens.")
     data = TokenDataset(args.tokens)
     if len(data.grid) != 1 or data.grid[0] != tokenizer.num_registers:
         raise SystemExit(f"{args.tokens} holds ids of shape {data.grid}, not FlexTok sequences of "

@@ -3,16 +3,17 @@
     zoo train vae-shapes --out runs/vae-shapes --steps 2000
     zoo train flextok-shapes --out runs/flextok-shapes --vae runs/vae-shapes/model --steps 4000
 
-The official architecture scaled down: 64x64 images -> 4 x 16 x 16 latents -> 8 x 8 = 64 patches of
-2x2; 64 registers, one per patch as in the release (256 registers for 16 x 16 patches); FSQ levels
-[8, 5, 5, 5] (1,000 codes, the FSQ paper's 2^10 setting) instead of the release's [8, 8, 8, 5, 5, 5]
-(64,000): an AR model over a 64,000-word vocabulary spends most of its CPU time in the output layer;
-encoder and decoder of width 192 (3 heads of 64) and depth 4. Training follows the paper's objective: rectified flow on the latents with logit-normal
-times, nested dropout of the registers, 10% null condition for classifier-free guidance; the VAE is
-frozen. The kept prefix length is drawn from powers of two (`--keep-sampling pow2`, one of the
-official modes) so that the short prefixes, where a small model has the most to learn, get as many
-steps as the long ones; REPA (a DINOv2 feature loss in the paper) is left out: no pretrained network
-can be downloaded here.
+The official architecture scaled down: 64x64 images -> 4 x 16 x 16 latents -> 8 x 8 = 64 patches of 2x2;
+64 registers, one per patch as in the release (256 registers for 16 x 16 patches); FSQ levels [8, 5, 5,
+5] (1,000 codes, the FSQ paper's 2^10 setting) instead of the release's [8, 8, 8, 5, 5, 5] (64,000): an
+AR model over a 64,000-word vocabulary spends most of its CPU time in the output layer; encoder and
+decoder of width 192 (3 heads of 64) and depth 4. Training follows the paper's objective: rectified flow
+on the latents with logit-normal times, nested dropout of the registers, 10% null condition for
+classifier-free guidance; the VAE is frozen. The kept prefix length is drawn from powers of two
+(`--keep-sampling pow2`, one of the official modes) so that the short prefixes, where a small model has
+the most to learn, get as many steps as the long ones; REPA (a DINOv2 feature loss in the paper) is left
+out: no pretrained network can be downloaded here. The frozen VAE encodes the `--images` training images
+once, into `<out>/latents-train-N.safetensors`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from __future__ import annotations
 import argparse
 
 import torch
+
+from pathlib import Path
 
 from zoo.data.shapes import ShapesDataset
 from zoo.flow.rectified import logit_normal_times
@@ -36,10 +39,48 @@ def build_model(args):
                                keep_k_sampling=args.keep_sampling, null_condition_prob=args.null_prob)
 
 
+class LatentCache(torch.utils.data.Dataset):
+    """Shapes training images with their VAE latents, encoded once (the VAE is frozen, and encoding every
+    batch again costs a quarter of a FlexTok step on a CPU): items {"image": [3, S, S] in [-1, 1],
+    "latents": [C, h, w]}, stored in `path` (images uint8, latents float16)."""
+
+    def __init__(self, model, size: int, count: int, path: Path, batch_size: int = 64):
+        from safetensors.torch import load_file, save_file
+
+        from zoo.utils.io import atomic_path
+
+        fingerprint = f"{sum(float(p.double().sum()) for p in model.vae.parameters()):.9e}"  # which VAE
+        if not path.is_file():
+            data, images, latents = ShapesDataset("train", size=size, length=count), [], []
+            with torch.no_grad():
+                for start in range(0, count, batch_size):
+                    batch = torch.stack([data[i]["image"] for i in range(start, min(start + batch_size, count))])
+                    images.append(((batch + 1) * 127.5).round().to(torch.uint8))
+                    latents.append(model.encode_latents(batch).half())
+            with atomic_path(path) as tmp:
+                tensors = {"images": torch.cat(images).contiguous(), "latents": torch.cat(latents).contiguous()}
+                save_file(tensors, tmp, metadata={"size": str(size), "count": str(count), "vae": fingerprint})
+        from safetensors import safe_open
+
+        with safe_open(path, "pt") as f:
+            if (f.metadata() or {}).get("vae") != fingerprint:
+                raise ValueError(f"{path} was encoded with another VAE; delete it (or pass another folder) to encode "
+                                 "the images with this one.")
+        tensors = load_file(path)
+        self.images, self.latents = tensors["images"], tensors["latents"]
+        if len(self.images) != count or self.images.shape[-1] != size:
+            raise ValueError(f"{path} holds {len(self.images)} images of {self.images.shape[-1]} px, not {count} of "
+                             f"{size} px; delete it to encode again.")
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        return {"image": self.images[index].float() / 127.5 - 1, "latents": self.latents[index].float()}
+
+
 def flextok_loss(model, batch):
-    images = batch["image"]
-    with torch.no_grad():
-        latents = model.encode_latents(images)
+    latents = batch["latents"]
     t = logit_normal_times(latents.shape[0], device=latents.device)
     out = model(latents, t, torch.randn_like(latents))
     return out.loss, {"mse": out.loss.item()}
@@ -53,6 +94,7 @@ def parse(argv):
     p.add_argument("--batch-size", type=int, default=32, help="per process")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--size", type=int, default=64, help="image size in pixels")
+    p.add_argument("--images", type=int, default=20000, help="training images (their latents are encoded once)")
     p.add_argument("--registers", type=int, default=64, help="1D tokens per image")
     p.add_argument("--fsq-levels", type=int, nargs="+", default=[8, 5, 5, 5], help="FSQ levels (official: 8 8 8 5 5 5)")
     p.add_argument("--width", type=int, default=192, help="encoder and decoder width (a multiple of 64)")
@@ -66,7 +108,9 @@ def parse(argv):
 def main(argv=None) -> int:
     args = parse(argv)
     config = cosine_config(args)
-    model = train(build_model(args), ShapesDataset("train", size=args.size), flextok_loss, config)
+    model = build_model(args)
+    data = LatentCache(model, args.size, args.images, Path(args.out) / f"latents-train-{args.images}.safetensors")
+    model = train(model, data, flextok_loss, config)
     save_on_main(model, f"{args.out}/model")
     return 0
 

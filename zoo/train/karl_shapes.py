@@ -3,21 +3,23 @@
     zoo train vae-shapes --out runs/vae-shapes --steps 2000
     zoo train karl-shapes --out runs/karl-shapes --vae runs/vae-shapes/model --steps 3000
 
-KARL scaled down to 64x64 Shapes: a budget of 64 tokens (one per 2x2 latent patch, as FlexTok's
-built-in), estimation budgets 4, 8, ..., 64 (KARL: 16, 32, ..., 368 of 256), an l2-normalised VQ of
-1024 x 12 (KARL: 4096 x 12) with dead-code restarts, encoder and decoder ViTs of width 128 and depth
-4 (every step runs both phases, so half the width of the FlexTok built-in keeps the CPU cost alike). Each step runs KARL's two phases on the batch (estimate the error of a random budget, then learn
-to halt at it); the loss is the sum of both phases' latent MSE and VQ losses and the halting BCE. KARL's
-second stage (pixel L1, LPIPS and a GAN per budget) is left out: its networks cannot be downloaded.
+KARL scaled down to 64x64 Shapes: a budget of 64 tokens (one per 2x2 latent patch, as FlexTok's built-
+in), estimation budgets 4, 8, ..., 64 (KARL: 16, 32, ..., 368 of 256), an l2-normalised VQ of 1024 x 12
+(KARL: 4096 x 12) with dead-code restarts, encoder and decoder ViTs of width 128 and depth 4 (every step
+runs both phases, so half the width of the FlexTok built-in keeps the CPU cost alike). Each step runs
+KARL's two phases on the batch (estimate the error of a random budget, then learn to halt at it); the
+loss is the sum of both phases' latent MSE and VQ losses and the halting BCE. KARL's second stage (pixel
+L1, LPIPS and a GAN per budget) is left out: its networks cannot be downloaded. The frozen VAE encodes
+the `--images` training images once (`--latent-cache` can point at flextok-shapes' folder to reuse its
+cache: the same VAE, the same images).
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-import torch
-
-from zoo.data.shapes import ShapesDataset
+from zoo.train.flextok_shapes import LatentCache
 from zoo.train.loop import cosine_config, save_on_main, train
 from zoo.train.vq_shapes import dead_code_restarts
 
@@ -33,10 +35,7 @@ def build_model(args):
 
 
 def karl_loss(model, batch):
-    images = batch["image"]
-    with torch.no_grad():
-        latents = model.encode_latents(images)
-    losses = model.training_losses(images, latents)
+    losses = model.training_losses(batch["image"], batch["latents"])
     loss = losses["estimate"] + losses["learn"] + losses["halt"]
     return loss, {k: float(v) for k, v in losses.items()}
 
@@ -49,6 +48,9 @@ def parse(argv):
     p.add_argument("--batch-size", type=int, default=32, help="per process")
     p.add_argument("--lr", type=float, default=4e-4)
     p.add_argument("--size", type=int, default=64, help="image size in pixels")
+    p.add_argument("--images", type=int, default=20000, help="training images (their latents are encoded once)")
+    p.add_argument("--latent-cache", default=None, help="folder of a latents-train-N cache to share (e.g. "
+                                                        "flextok-shapes' --out: the same VAE), default --out")
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--count-step", type=int, default=4, help="estimation budgets: count-step, 2 x count-step, ...")
     p.add_argument("--codebook-size", type=int, default=1024)
@@ -62,7 +64,9 @@ def parse(argv):
 def main(argv=None) -> int:
     args = parse(argv)
     config = cosine_config(args)
-    model = train(build_model(args), ShapesDataset("train", size=args.size), karl_loss, config,
+    model = build_model(args)
+    cache = Path(args.latent_cache or args.out) / f"latents-train-{args.images}.safetensors"
+    model = train(model, LatentCache(model, args.size, args.images, cache), karl_loss, config,
                   hooks=[dead_code_restarts(args.restart_every)])
     save_on_main(model, f"{args.out}/model")
     return 0
