@@ -74,8 +74,8 @@ class Attention(nn.Module):
         H, Hkv, Dh = self.num_heads, self.num_kv_heads, self.head_dim
         qk, v = self.qkv(x).split([(H + Hkv) * Dh, Hkv * Dh], dim=-1)
         qk = qk.view(B, T, H + Hkv, Dh)
-        if self.qk_norm:  # per head, so q and k can be normalised together
-            qk = F.layer_norm(qk, (Dh,))
+        if self.qk_norm:  # per head (so q and k can be normalised together), in float32 as FlexTok's
+            qk = F.layer_norm(qk.float(), (Dh,)).to(qk.dtype)
         if rope is not None:
             qk = apply_rope(qk, rope)
         q, k = qk.transpose(1, 2).split([H, Hkv], dim=1)
