@@ -88,7 +88,7 @@ def test_decode_of_encode_has_high_iou_and_makes_a_mesh(fitted, tmp_path):
     vat, (points, normals, queries, occupancy) = fitted
     ids = vat.encode(points, normals)
     with torch.no_grad():
-        logits = vat.occupancy_logits(vat.decode(ids), queries)
+        logits = vat.decode_occupancy(ids)(queries)
     assert volume_iou(logits, occupancy) > 0.8
     (mesh,) = vat.decode_mesh(ids, resolution=33)
     assert len(mesh.faces) > 0 and mesh.volume > 0

@@ -185,6 +185,13 @@ class VAT(AtomicSaveMixin, ModelMixin, ConfigMixin):
         return self.triplane(self.quantizer.decode(ids))
 
     @torch.no_grad()
+    def decode_occupancy(self, ids: list[torch.Tensor]):
+        """Token ids -> the occupancy function: a callable from queries [B, Q, 3] in [-1, 1] to logits [B, Q]
+        (inside where >= 0)."""
+        planes = self.decode(ids)
+        return lambda queries: self.occupancy_logits(planes, queries.to(planes.device, planes.dtype))
+
+    @torch.no_grad()
     def occupancy_grid(self, planes: torch.Tensor, resolution: int = 129, chunk: int = 65536) -> torch.Tensor:
         """Occupancy logits on a resolution^3 grid over [-1, 1]^3: [B, res, res, res] (x, y, z order)."""
         axis = torch.linspace(-1, 1, resolution, device=planes.device)
