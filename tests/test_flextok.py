@@ -373,3 +373,18 @@ def test_auto_token_counts_come_from_karl(pipe, images):
     assert [len(t) for t in out.tokens] == [2, 2]
     with pytest.raises(ValueError, match="needs a KARL"):
         pipe(images=images[:1], num_tokens="auto")
+
+
+def test_zoo_convert_flextok_from_the_command_line(tmp_path):
+    import json
+
+    import zoo
+    from zoo.cli import main
+
+    save_file(_official_state_dict(FlexTok(**TINY)), tmp_path / "model.safetensors")
+    (tmp_path / "vae.json").write_text(json.dumps(TINY_VAE))
+    args = ["convert", "flextok", "--checkpoint", str(tmp_path / "model.safetensors"), "--vae-config",
+            str(tmp_path / "vae.json"), "--num-heads", "2", "--out", str(tmp_path / "converted")]
+    assert main(args) == 0
+    loaded = zoo.load(str(tmp_path / "converted"))
+    assert isinstance(loaded, FlexTok) and loaded.num_registers == 16
