@@ -68,6 +68,7 @@ def parse(argv):
     p.add_argument("--vat", required=True, help="the VAT tokenizer (folder, built-in name or Hub id)")
     p.add_argument("--cache-dir", required=True, help="folder holding vat-primitives' primitives-train-N cache")
     p.add_argument("--shapes", type=int, default=4000)
+    p.add_argument("--points", type=int, default=512, help="surface points per shape to encode (as VAT trained)")
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch-size", type=int, default=32)
@@ -90,7 +91,7 @@ def main(argv=None) -> int:
     cache = Path(args.cache_dir) / f"primitives-train-{args.shapes}.safetensors"
     if not cache.is_file():
         raise SystemExit(f"{cache} does not exist; run `zoo train vat-primitives` with --cache-dir {args.cache_dir}.")
-    ids, labels = encode_shapes(vat, CachedPrimitives(cache))
+    ids, labels = encode_shapes(vat, CachedPrimitives(cache, num_points=args.points))
     model = ARTransformer(**next_scale_config(
         vat.quantizer, hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
         num_classes=len(CATEGORIES), class_dropout_prob=0.1, token_dropout=args.dropout,

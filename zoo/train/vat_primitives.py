@@ -4,7 +4,9 @@
 
 The shapes are drawn once into `<cache-dir>/primitives-train-N.safetensors` (2,048 surface points with
 normals and 4,096 occupancy queries, half uniform in [-1, 1]^3 and half within about 0.02 of the
-surface, per shape); each step reads 1,024 random points and 1,024 random queries of each shape.
+surface, per shape); each step reads `--points` random points (512) and `--queries` random queries
+(1,024) of each shape: the encoder attends over latents and points together, so the point count sets
+its cost.
 Loss: occupancy BCE + `--kl-weight` x KL + the multi-scale quantiser's codebook and commitment terms
 (VAR's), dead codes restarted on recent residuals. Sizes (VAT gives none for its released scale):
 64 latents of 16 dims in 7 scales (1, 2, 4, ..., 64: 127 tokens), one shared codebook of 1,024 codes
@@ -56,6 +58,8 @@ def parse(argv):
     p.add_argument("--cache-dir", default=None, help="where the drawn shapes are cached (default: --out)")
     p.add_argument("--shapes", type=int, default=4000, help="training shapes to draw")
     p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--points", type=int, default=512, help="surface points read per shape and step")
+    p.add_argument("--queries", type=int, default=1024, help="occupancy queries per shape and step")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--latents", type=int, default=64)
@@ -75,7 +79,8 @@ def main(argv=None) -> int:
     if not cache.is_file():
         cache_primitives(cache, "train", args.shapes)
     config = cosine_config(args)
-    model = train(build_model(args), CachedPrimitives(cache), make_loss(args.kl_weight), config,
+    data = CachedPrimitives(cache, num_points=args.points, num_queries=args.queries, seed=args.seed)
+    model = train(build_model(args), data, make_loss(args.kl_weight), config,
                   hooks=[dead_code_restarts(args.restart_every)])
     save_on_main(model, f"{args.out}/model")
     return 0
