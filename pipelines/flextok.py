@@ -41,6 +41,13 @@ class FlexTokPipelineOutput(BaseOutput):
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
     tokens: list[torch.Tensor]
 
+    def _repr_png_(self) -> bytes | None:  # notebooks show the images as a grid
+        from zoo.display import image_grid, png_bytes
+
+        if isinstance(self.images, list) and self.images and isinstance(self.images[0], PIL.Image.Image):
+            return png_bytes(image_grid(self.images))
+        return None
+
 
 class FlexTokPipeline(ClassImagePipeline):
     """FlexTok reconstruction at any token count, and class-conditional AR generation over its tokens.

@@ -39,6 +39,11 @@ class SpeechPipelineOutput(BaseOutput):
     sample_rate: int
     codes: list
 
+    def _repr_html_(self) -> str:  # an audio player per waveform in notebooks
+        from zoo.display import audio_html
+
+        return audio_html(self.audios, self.sample_rate)
+
 
 def normalize_text(text, alphabet: str = ALPHABET) -> str:
     """Lower-case, punctuation dropped, hyphens and runs of whitespace as one space; raises ValueError for

@@ -32,6 +32,11 @@ class VAT3DPipelineOutput(BaseOutput):
     meshes: list | np.ndarray | torch.Tensor
     tokens: list[torch.Tensor]
 
+    def _repr_png_(self) -> bytes | None:  # notebooks show the rendered meshes
+        from zoo.display import png_bytes
+
+        return png_bytes(self.preview()) if isinstance(self.meshes, list) and self.meshes else None
+
     def preview(self, size: int = 192):
         """The meshes rendered side by side (a PIL image)."""
         from zoo.render import render_grid
