@@ -10,7 +10,6 @@ import argparse
 import importlib
 import inspect
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -86,12 +85,10 @@ def _save_output(output, out: Path) -> str:
             mesh.export(path)
         return f"{len(paths)} mesh(es) ({sum(len(m.faces) for m in output.meshes)} faces)"
     if hasattr(output, "images"):
-        from diffusers.utils import make_image_grid
+        from zoo.display import image_grid
 
-        images = output.images
-        cols = math.ceil(math.sqrt(len(images)))
-        make_image_grid(images, rows=math.ceil(len(images) / cols), cols=cols).save(out)
-        return f"{len(images)} image(s) as a grid"
+        image_grid(output.images).save(out)
+        return f"{len(output.images)} image(s) as a grid"
     if hasattr(output, "tokens"):
         tokens = output.tokens
         tokens = tokens.cpu().numpy() if isinstance(tokens, torch.Tensor) else np.asarray(tokens)

@@ -39,9 +39,16 @@ def png_bytes(image) -> bytes:
     return buffer.getvalue()
 
 
-def image_grid(images):
-    """PIL images side by side in an about-square grid."""
-    from diffusers.utils import make_image_grid
+def image_grid(images, background=(255, 255, 255)):
+    """PIL images (of one size) in an about-square grid, row by row; the last row may be short."""
+    from PIL import Image
 
+    images = list(images)
+    if not images:
+        raise ValueError("pass at least one image.")
     columns = math.ceil(math.sqrt(len(images)))
-    return make_image_grid(list(images), rows=math.ceil(len(images) / columns), cols=columns)
+    width, height = images[0].size
+    grid = Image.new("RGB", (columns * width, math.ceil(len(images) / columns) * height), background)
+    for i, image in enumerate(images):
+        grid.paste(image.convert("RGB"), ((i % columns) * width, (i // columns) * height))
+    return grid
