@@ -151,6 +151,11 @@ def test_bad_inputs():
         vat.decode([torch.zeros(1, 2, dtype=torch.long)])
     with pytest.raises(ValueError, match="\\[0, 32\\)"):
         vat.decode([torch.full((1, 1), 32)])
+    occupancy = vat.decode_occupancy(vat.encode(points, normals))
+    with pytest.raises(ValueError, match="queries must be"):
+        occupancy(torch.zeros(1, 5, 2))
+    with pytest.raises(ValueError, match="NaN"):
+        occupancy(torch.full((1, 5, 3), float("nan")))
     no_normals = VAT(**{**TINY, "use_normals": False})
     assert len(no_normals.encode(points)) == 4
 

@@ -174,6 +174,10 @@ class VAT(AtomicSaveMixin, ModelMixin, ConfigMixin):
         """planes [B, 3, C, R, R], queries [B, Q, 3] in [-1, 1] -> occupancy logits [B, Q] (the planes'
         bilinear features summed, then the MLP)."""
         B = planes.shape[0]
+        if queries.dim() != 3 or queries.shape[0] != B or queries.shape[-1] != 3:
+            raise ValueError(f"queries must be [{B}, Q, 3] points in [-1, 1], got {tuple(queries.shape)}.")
+        if not torch.isfinite(queries).all():
+            raise ValueError("queries contain NaN or infinite coordinates.")
         coords = torch.stack([queries[..., [0, 1]], queries[..., [0, 2]], queries[..., [1, 2]]], dim=1)  # [B, 3, Q, 2]
         sampled = F.grid_sample(planes.flatten(0, 1), coords.flatten(0, 1)[:, :, None].to(planes.dtype),
                                 mode="bilinear", padding_mode="border", align_corners=True)  # [3B, C, Q, 1]

@@ -57,6 +57,9 @@ def volume_iou(logits: torch.Tensor, occupancy: torch.Tensor) -> float:
 
 def generation_metrics(generated: list[np.ndarray], reference: list[np.ndarray]) -> dict:
     """Coverage, MMD (Chamfer) and 1-NNA accuracy between sets of surface samples (lists of [P, 3])."""
+    if not generated or not reference:
+        raise ValueError(f"need generated and reference shapes, got {len(generated)} and {len(reference)}.")
+
     def cd(a, b):
         return chamfer_fscore(a, b)["chamfer"] if len(a) else float("inf")
 
