@@ -21,13 +21,14 @@ from tokenizers_audio import SpeechCodec
 from zoo.ar import generate_steps
 from zoo.ar.speech import FrameStep, SpeechLM, delay_codes, undelay_codes
 from zoo.audio import prepare
-from zoo.data.speech import ALPHABET
+from zoo.data.speech import ALPHABET, phonemize
 from zoo.data.text import SOA, encode_prompts
 
 from .base import ZooPipeline
 
 logger = logging.get_logger(__name__)
 IGNORED_PUNCTUATION = ".,;:!?\""  # dropped from the text (the training transcripts have none)
+TEXT_INPUTS = ("characters", "phonemes")  # what the LM reads: the letters, or espeak-ng's IPA of them
 
 
 @dataclass
@@ -67,8 +68,9 @@ class _SpeechLMPipeline(ZooPipeline):
 
     model_cpu_offload_seq = "lm->codec"
 
-    def __init__(self, lm: SpeechLM, tokenizer, codec: SpeechCodec):
+    def __init__(self, lm: SpeechLM, tokenizer, codec: SpeechCodec, text_input: str = "characters"):
         super().__init__()
+        self.check_choice("text_input", text_input, TEXT_INPUTS)
         if lm.config.codebook_size != codec.config.codebook_size:
             raise ValueError(f"the LM's codebooks have {lm.config.codebook_size} codes; the codec's have "
                              f"{codec.config.codebook_size}.")
@@ -78,6 +80,7 @@ class _SpeechLMPipeline(ZooPipeline):
         if len(tokenizer) > lm.config.text_vocab_size:
             raise ValueError(f"the text tokenizer has {len(tokenizer)} tokens; the LM reads {lm.config.text_vocab_size}.")
         self.register_modules(lm=lm, tokenizer=tokenizer, codec=codec)
+        self.register_to_config(text_input=text_input)
 
     @property
     def sample_rate(self) -> int:
@@ -88,7 +91,10 @@ class _SpeechLMPipeline(ZooPipeline):
         return self.codec.config.frame_rate
 
     def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised texts (`normalize_text`, or "" for the unconditional row) -> prompt ids and mask."""
+        """Normalised texts (`normalize_text`, or "" for the unconditional row) -> prompt ids and mask; a model
+        trained on phonemes (`text_input="phonemes"`) reads espeak-ng's IPA of the texts."""
+        if self.config.text_input == "phonemes":
+            texts = phonemize(texts)
         return encode_prompts(self.tokenizer, texts, self.lm.config.max_text_tokens, end_token=SOA)
 
     def frame_budget(self, max_seconds, prompt_frames: int = 0) -> int:

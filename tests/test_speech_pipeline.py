@@ -127,3 +127,24 @@ def test_builtin_tts_speaks_offline(offline, tmp_path):
                  "--out", str(tmp_path / "speech.wav")]) == 0
     audio, rate = read_wav(tmp_path / "speech.wav")
     assert rate == 24_000 and 0.5 < audio.shape[-1] / rate < 6  # a short sentence, ended by the model
+
+
+@pytest.mark.skipif(not __import__("zoo.data.speech", fromlist=["x"]).espeak_available(), reason="needs espeak-ng")
+def test_phoneme_input(pipe, tmp_path):
+    """A model trained on phonemes reads espeak-ng's IPA of the text; the choice is saved with the pipeline."""
+    from zoo.data.speech import PHONEMES, phonemize
+
+    assert phonemize(["the cat", "", "john found the clock"]) == ["ðə kˈæt", "", "dʒˈɑːn fˈaʊnd ðə klˈɑːk"]
+    tokenizer = character_tokenizer(PHONEMES)
+    lm = SpeechLM(text_vocab_size=len(tokenizer), max_text_tokens=24, num_codebooks=3, codebook_size=16,
+                  max_frames=20, hidden_size=32, num_layers=1, num_heads=2, depth_hidden_size=16, depth_layers=1,
+                  depth_heads=2)
+    phones = CodecTTSPipeline(lm=lm.eval(), tokenizer=tokenizer, codec=pipe.codec, text_input="phonemes")
+    ids, mask = phones.encode_text(["the cat"])
+    unk = tokenizer.convert_tokens_to_ids("[UNK]")
+    assert mask.sum() == len("ðə kˈæt") + 1 and unk not in ids[0].tolist()  # every symbol known, then [SOA]
+    phones.save_pretrained(tmp_path)
+    assert DiffusionPipeline.from_pretrained(tmp_path).config.text_input == "phonemes"
+    assert pipe.config.text_input == "characters"
+    with pytest.raises(ValueError, match="text_input"):
+        CodecTTSPipeline(lm=lm, tokenizer=tokenizer, codec=pipe.codec, text_input="ipa")

@@ -133,6 +133,30 @@ def espeak_available() -> bool:
     return shutil.which("espeak-ng") is not None
 
 
+# espeak-ng's US English IPA: every symbol of the grammar's sentences, and a few more English ones
+PHONEME_VOICE = "en-us"
+PHONEMES = " abdefhijklmnopstuvwzæðŋɑɔəɚɛɜɡɪɹɾʃʊʌʒˈˌːθᵻɐɒʔçxʍɬ"
+
+
+def phonemize(texts: list[str], voice: str = PHONEME_VOICE) -> list[str]:
+    """espeak-ng's IPA of each text (one espeak-ng call for the whole list): "the cat" -> "ðə kˈæt".
+    Texts are single lines of words (as `normalize_text` leaves them); "" stays "" (the empty prompt)."""
+    if not espeak_available():
+        raise RuntimeError("phonemes come from espeak-ng, which is not installed; `apt-get install -y espeak-ng`.")
+    if any(not isinstance(t, str) or "\n" in t for t in texts):
+        raise ValueError("phonemize takes a list of single-line strings.")
+    spoken = [t for t in texts if t.strip()]
+    if not spoken:
+        return ["" for _ in texts]
+    result = subprocess.run(["espeak-ng", "-q", "--ipa", "-v", voice], input="\n".join(spoken) + "\n",
+                            capture_output=True, text=True, check=True)
+    lines = [" ".join(line.split()) for line in result.stdout.splitlines() if line.strip()]
+    if len(lines) != len(spoken):
+        raise RuntimeError(f"espeak-ng gave {len(lines)} lines of phonemes for {len(spoken)} texts.")
+    it = iter(lines)
+    return [next(it) if t.strip() else "" for t in texts]
+
+
 def speak(spec: UtteranceSpec) -> torch.Tensor:
     """Synthesise one utterance with espeak-ng: float32 [T] at 24 kHz, peak PEAK, leading/trailing silence
     trimmed to 0.1 s."""

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from zoo.ar.speech import SpeechLM, delay_codes, speech_lm_loss
-from zoo.data.speech import SpeechDataset
+from zoo.data.speech import PHONEMES, SpeechDataset, phonemize
 from zoo.data.text import SOA, character_tokenizer, encode_prompts
 from zoo.train.loop import TrainConfig, train
 
@@ -70,14 +70,14 @@ class SpeechCodes(torch.utils.data.Dataset):
         return {"text": self.texts[index], "codes": self.codes[:, self.offsets[index]:self.offsets[index + 1]].long()}
 
 
-def make_collate(lm: SpeechLM, tokenizer):
+def make_collate(lm: SpeechLM, tokenizer, text_map: dict[str, str] | None = None):
     """Items -> a batch: prompts (ids, mask; left-padded to the batch's longest), delayed frames [B, Q, F]
-    (codes, END, padding) and num_valid [B]."""
+    (codes, END, padding) and num_valid [B]. `text_map` replaces each transcript (e.g. by its phonemes)."""
     end, start = lm.end_id, lm.start_id
 
     def collate(items):
-        ids, mask = encode_prompts(tokenizer, [item["text"] for item in items], lm.config.max_text_tokens,
-                                   end_token=SOA)
+        texts = [item["text"] if text_map is None else text_map[item["text"]] for item in items]
+        ids, mask = encode_prompts(tokenizer, texts, lm.config.max_text_tokens, end_token=SOA)
         first = int(mask.any(0).nonzero()[0])  # the batch's common left padding is cut (see SpeechLM.backbone_states)
         ids, mask = ids[:, first:], mask[:, first:]
         rows = []
@@ -140,6 +140,8 @@ def main(argv=None) -> int:
     p.add_argument("--mctp-weight", type=float, default=1.0)
     p.add_argument("--mctp-frames", type=int, default=32, help="frames per batch at which each MCTP module is scored")
     p.add_argument("--text-dropout", type=float, default=0.1)
+    p.add_argument("--text-input", default="characters", choices=["characters", "phonemes"],
+                   help="what the LM reads: the transcript's letters or espeak-ng's phonemes (IPA) of it")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
@@ -147,9 +149,11 @@ def main(argv=None) -> int:
     if not isinstance(codec, SpeechCodec):
         raise SystemExit(f"--codec {args.codec} is a {type(codec).__name__}, not a SpeechCodec.")
     codec.eval()
-    tokenizer = character_tokenizer()
+    phonemes = args.text_input == "phonemes"
+    tokenizer = character_tokenizer(PHONEMES if phonemes else None)
     data = SpeechDataset("train", args.utterances, cache_dir=args.cache_dir)
     codes = SpeechCodes(codec, data, args.codebooks, Path(args.out) / f"codes-train-{args.utterances}.safetensors")
+    text_map = dict(zip(codes.texts, phonemize(codes.texts))) if phonemes else None
     torch.manual_seed(args.seed)
     lm = SpeechLM(text_vocab_size=len(tokenizer), max_text_tokens=args.max_text_tokens,
                   num_codebooks=args.codebooks, codebook_size=codec.config.codebook_size, max_frames=args.max_frames,
@@ -162,11 +166,11 @@ def main(argv=None) -> int:
                          lr_schedule="cosine", log_every=min(50, args.steps), checkpoint_every=min(500, args.steps),
                          seed=args.seed, extra=vars(args))
     lm = train(lm, codes, make_loss(args.mctp_weight, args.mctp_frames), config,
-               collate_fn=make_collate(lm, tokenizer))
+               collate_fn=make_collate(lm, tokenizer, text_map))
     from accelerate import PartialState
 
     if PartialState().is_main_process:
-        pipe = CodecTTSPipeline(lm=lm, tokenizer=tokenizer, codec=codec)
+        pipe = CodecTTSPipeline(lm=lm, tokenizer=tokenizer, codec=codec, text_input=args.text_input)
         pipe.save_pretrained(f"{args.out}/pipeline")
         print(json.dumps({"parameters_M": sum(p.numel() for p in lm.parameters()) / 1e6,
                           "frame_rate": codec.config.frame_rate, "codebooks": args.codebooks}, indent=2))
