@@ -152,3 +152,14 @@ def test_training_step_reduces_the_loss(model):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.6 * losses[0]
+
+
+def test_text_reliance_probe():
+    from zoo.train.tts_speech import make_collate, text_reliance
+
+    torch.manual_seed(0)
+    lm = SpeechLM(text_vocab_size=31, max_text_tokens=16, num_codebooks=2, codebook_size=8, max_frames=12,
+                  hidden_size=32, num_layers=1, num_heads=2, depth_hidden_size=16, depth_layers=1, depth_heads=2)
+    items = [{"text": t, "codes": torch.randint(0, 8, (2, 5))} for t in ("the cat", "a dog ran", "we sat")]
+    ce = text_reliance(lm.train(), make_collate(lm, character_tokenizer()), items)
+    assert set(ce) == {"own", "other", "none"} and all(v > 0 for v in ce.values()) and lm.training

@@ -115,6 +115,33 @@ def make_loss(mctp_weight: float, mctp_frames: int | None):
     return loss_fn
 
 
+@torch.no_grad()
+def text_reliance(lm: SpeechLM, collate, items: list[dict]) -> dict:
+    """How much the LM listens to the transcript: the semantic codebook's teacher-forced cross-entropy on
+    `items` with their own transcripts, with the transcripts rolled by one (each row gets another's) and
+    with none. A model that has learnt the alignment scores far lower with its own text."""
+    was_training = lm.training
+    lm.eval()
+    rolled = [{"text": items[(i + 1) % len(items)]["text"], "codes": item["codes"]} for i, item in enumerate(items)]
+    empty = [{"text": "", "codes": item["codes"]} for item in items]
+    out = {}
+    for name, rows in (("own", items), ("other", rolled), ("none", empty)):
+        batch = collate(rows)
+        logits = lm(batch["text_ids"], batch["text_mask"], batch["frames"]).logits
+        out[name] = speech_lm_loss(logits, batch["frames"], batch["num_valid"], lm.start_id, codebook=0).item()
+    lm.train(was_training)
+    return out
+
+
+def text_reliance_hook(collate, items: list[dict], every: int):
+    def hook(step, model, accelerator, log):
+        if step % every == 0 and accelerator.is_main_process:
+            ce = text_reliance(accelerator.unwrap_model(model), collate, items)
+            log(f"step {step}: semantic CE with the own transcripts {ce['own']:.3f}, another's {ce['other']:.3f}, "
+                f"none {ce['none']:.3f}")
+    return hook
+
+
 def main(argv=None) -> int:
     import zoo
     from pipelines import CodecTTSPipeline
@@ -165,8 +192,10 @@ def main(argv=None) -> int:
                          betas=(0.9, 0.95), weight_decay=0.05, warmup_steps=min(200, args.steps // 10),
                          lr_schedule="cosine", log_every=min(50, args.steps), checkpoint_every=min(500, args.steps),
                          seed=args.seed, extra=vars(args))
-    lm = train(lm, codes, make_loss(args.mctp_weight, args.mctp_frames), config,
-               collate_fn=make_collate(lm, tokenizer, text_map))
+    collate = make_collate(lm, tokenizer, text_map)
+    probe = [codes[i] for i in range(max(0, len(codes) - 32), len(codes))]  # the last 32 training utterances
+    lm = train(lm, codes, make_loss(args.mctp_weight, args.mctp_frames), config, collate_fn=collate,
+               hooks=[text_reliance_hook(collate, probe, config.checkpoint_every)])
     from accelerate import PartialState
 
     if PartialState().is_main_process:
