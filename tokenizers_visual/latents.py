@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from diffusers import AutoencoderKL
 
 
 def check_square_images(images: torch.Tensor, size: int):
@@ -31,8 +30,10 @@ def vae_decode(vae, latents: torch.Tensor) -> torch.Tensor:
     return vae.decode(latents / vae.config.scaling_factor + (vae.config.shift_factor or 0.0)).sample
 
 
-def frozen_vae(config: dict, image_size: int, patch_size: int) -> tuple[AutoencoderKL, tuple[int, int]]:
+def frozen_vae(config: dict, image_size: int, patch_size: int):
     """A frozen AutoencoderKL from its config and the patch grid of image_size images over its latents."""
+    from diffusers import AutoencoderKL  # imported on use: diffusers' model modules are slow to import
+
     vae = AutoencoderKL(**config)
     vae.requires_grad_(False)
     downsample = 2 ** (len(vae.config.block_out_channels) - 1)
@@ -45,6 +46,8 @@ def frozen_vae(config: dict, image_size: int, patch_size: int) -> tuple[Autoenco
 def with_pretrained_vae(cls, vae_folder, **kwargs):
     """Build a latent tokenizer `cls(vae_config=..., **kwargs)` around the AutoencoderKL saved in `vae_folder`,
     with its weights (the training recipes' starting point)."""
+    from diffusers import AutoencoderKL
+
     vae = AutoencoderKL.from_pretrained(vae_folder)
     model = cls(vae_config={k: v for k, v in vae.config.items() if not k.startswith("_")}, **kwargs)
     model.vae.load_state_dict(vae.state_dict())

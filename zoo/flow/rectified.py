@@ -9,11 +9,13 @@ v = noise - x0, and an Euler step from t to t' < t is x <- x + (t' - t) * v.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler
-from diffusers.guiders.adaptive_projected_guidance import MomentumBuffer, normalized_guidance
+
+if TYPE_CHECKING:
+    from diffusers import FlowMatchEulerDiscreteScheduler
 
 
 def noise_path(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,6 +33,8 @@ def uniform_time_scheduler(num_steps: int) -> FlowMatchEulerDiscreteScheduler:
     """A diffusers Euler scheduler on FlexTok's grid t = 1, 1 - 1/N, ..., 1/N (then 0)."""
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_inference_steps must be a positive int, got {num_steps!r}.")
+    from diffusers import FlowMatchEulerDiscreteScheduler  # imported on use: keeps `import zoo.flow` light
+
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
     scheduler.set_timesteps(sigmas=np.linspace(1.0, 1.0 / num_steps, num_steps).tolist())
     return scheduler
@@ -44,6 +48,8 @@ class Guidance:
 
     def __init__(self, scale: float, apg: bool = False, momentum: float = -0.5, norm_threshold: float = 2.5,
                  eta: float = 0.0):
+        from diffusers.guiders.adaptive_projected_guidance import MomentumBuffer
+
         self.scale, self.apg, self.eta, self.norm_threshold = scale, apg, eta, norm_threshold
         self.momentum = MomentumBuffer(momentum) if apg else None
 
@@ -54,6 +60,8 @@ class Guidance:
     def __call__(self, cond: torch.Tensor, uncond: torch.Tensor) -> torch.Tensor:
         if not self.apg:
             return uncond + self.scale * (cond - uncond)
+        from diffusers.guiders.adaptive_projected_guidance import normalized_guidance
+
         # APG's update is added to the conditional prediction with weight (scale - 1)
         return normalized_guidance(cond, uncond, self.scale - 1, self.momentum, eta=self.eta,
                                    norm_threshold=self.norm_threshold, use_original_formulation=True)
