@@ -388,3 +388,16 @@ def test_zoo_convert_flextok_from_the_command_line(tmp_path):
     assert main(args) == 0
     loaded = zoo.load(str(tmp_path / "converted"))
     assert isinstance(loaded, FlexTok) and loaded.num_registers == 16
+
+
+def test_zoo_reconstruct_an_image_with_flextok(tiny, tmp_path):
+    from PIL import Image
+
+    from zoo.cli import main
+
+    tiny.save_pretrained(tmp_path / "flextok")
+    Image.new("RGB", (48, 40), (200, 30, 30)).save(tmp_path / "in.png")  # cropped and resized to 32 x 32
+    args = ["reconstruct", str(tmp_path / "flextok"), str(tmp_path / "in.png"), "--num-tokens", "3",
+            "--out", str(tmp_path / "out.png")]
+    assert main(args) == 0
+    assert Image.open(tmp_path / "out.png").size == (32, 32)

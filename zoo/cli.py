@@ -205,19 +205,51 @@ def _tokenize_audio(codec, args) -> int:
 
 
 def cmd_reconstruct(args) -> int:
-    """Encode a WAV file with a speech codec at --codebooks and decode it again."""
+    """Encode a WAV file with a speech codec at --codebooks, or an image with an image tokenizer (at
+    --num-tokens for FlexTok, --max-error for KARL), and decode it again."""
     import zoo
     from zoo.audio import read_wav, write_wav
 
     codec = zoo.load(args.codec)
+    if isinstance(codec, zoo.FlexTokPipeline):
+        codec = codec.tokenizer
+    if isinstance(codec, (zoo.VQModel, zoo.FlexTok, zoo.KARLTokenizer)):
+        return _reconstruct_image(codec.eval(), args)
     if not isinstance(codec, zoo.SpeechCodec):
-        return _fail(f"{args.codec} is a {type(codec).__name__}; zoo reconstruct takes a speech codec.")
+        return _fail(f"{args.codec} is a {type(codec).__name__}; zoo reconstruct takes a speech codec or an image "
+                     "tokenizer (VQModel, FlexTok, KARLTokenizer).")
     wav, rate = read_wav(args.input)
     codes = codec.eval().encode(wav, sample_rate=rate, num_codebooks=args.codebooks, resample=True)
     audio = codec.decode(codes, length=round(wav.shape[-1] * codec.config.sample_rate / rate))
     write_wav(args.out, audio[0], codec.config.sample_rate)
     print(f"wrote {args.out}: {codes.shape[1]} codebooks x {codes.shape[2]} frames "
           f"({codec.bitrate(codes.shape[1]):.0f} bps), {audio.shape[-1] / codec.config.sample_rate:.2f} s")
+    return 0
+
+
+def _reconstruct_image(tokenizer, args) -> int:
+    import torch
+
+    import zoo
+    from zoo.data.tokens import load_image
+
+    size = getattr(tokenizer.config, "image_size", None) or args.size
+    image = load_image(args.input, size)[None].to(tokenizer.device)  # centre-cropped, resized, in [-1, 1]
+    with torch.no_grad():
+        if isinstance(tokenizer, zoo.FlexTok):
+            k = args.num_tokens or tokenizer.num_registers
+            ids = tokenizer.tokenize(image)[:, :k]
+            out, what = tokenizer.detokenize(ids, generator=torch.Generator().manual_seed(0)), f"{k} tokens"
+        elif isinstance(tokenizer, zoo.KARLTokenizer):
+            tokens = tokenizer.tokenize(image, max_error=args.max_error)
+            out, what = tokenizer.detokenize(tokens.ids, tokens.keep), f"{int(tokens.num_tokens[0])} tokens"
+        else:
+            ids = tokenizer.encode(image)
+            out, what = tokenizer.decode(ids), f"{ids[0].numel()} tokens"
+    from diffusers.image_processor import VaeImageProcessor
+
+    VaeImageProcessor().postprocess(out.clamp(-1, 1).float(), output_type="pil")[0].save(args.out)
+    print(f"wrote {args.out}: {size}x{size} from {what}")
     return 0
 
 
@@ -318,11 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output: .safetensors token file (images), .npy / .pt codes (audio)")
     p.set_defaults(func=cmd_tokenize)
 
-    p = sub.add_parser("reconstruct", help="encode and decode a WAV file with a speech codec")
-    p.add_argument("codec", help="a speech codec: built-in name, folder or Hub id")
-    p.add_argument("input", type=Path, help="WAV file (any rate; resampled to the codec's)")
-    p.add_argument("--codebooks", type=int, help="codebooks to use (default all)")
-    p.add_argument("--out", type=Path, required=True, help="output WAV file")
+    p = sub.add_parser("reconstruct", help="encode and decode a WAV file (speech codec) or an image (image tokenizer)")
+    p.add_argument("codec", help="a speech codec or an image tokenizer: built-in name, folder or Hub id")
+    p.add_argument("input", type=Path, help="WAV file (any rate; resampled to the codec's) or image file")
+    p.add_argument("--codebooks", type=int, help="speech codecs: codebooks to use (default all)")
+    p.add_argument("--num-tokens", type=int, help="FlexTok: decode the first k tokens (default all)")
+    p.add_argument("--max-error", type=float, default=0.05, help="KARL: the target error (mean absolute, [0, 1])")
+    p.add_argument("--size", type=int, default=64, help="VQ tokenizers: image size in pixels")
+    p.add_argument("--out", type=Path, required=True, help="output WAV or PNG file")
     p.set_defaults(func=cmd_reconstruct)
 
     p = sub.add_parser("train", help="run a training recipe (accelerate launch -m zoo train ... for many GPUs)")
