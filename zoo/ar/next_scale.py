@@ -19,6 +19,9 @@ from zoo.nn.quantizers import MultiScaleResidualVQ
 def next_scale_config(quantizer: MultiScaleResidualVQ, **config) -> dict:
     """The ARTransformer arguments of a next-scale model over `quantizer` (plus any of yours)."""
     scales = quantizer.scales
+    if scales[0] != 1:
+        raise ValueError(f"next-scale models predict the first scale from the one class token: it must hold 1 "
+                         f"token, got scales {scales}.")
     return {"vocab_size": quantizer.num_codes, "input_dim": quantizer.dim, "seq_len": sum(scales[1:]),
             "attention": "block_causal", "block_sizes": scales[1:], "position_embedding": "rope_1d",
             "num_prefix_tokens": 1, **config}
