@@ -52,7 +52,7 @@ class FlexTokPipelineOutput(BaseOutput):
 class FlexTokPipeline(ClassImagePipeline):
     """FlexTok reconstruction at any token count, and class-conditional AR generation over its tokens.
 
-    >>> pipe = zoo.load("flextok-ar-shapes")                                       # doctest: +SKIP
+    >>> pipe = zoo.load("runs/flextok-ar/pipeline")   # a `zoo train flextok-ar-shapes` folder  # doctest: +SKIP
     >>> pipe(class_labels="circle", num_tokens=8).images[0]                        # doctest: +SKIP
     >>> pipe(images=batch, num_tokens=[1, 4, 16]).images                           # doctest: +SKIP
     """

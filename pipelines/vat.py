@@ -4,7 +4,7 @@ The AR transformer predicts VAT's token maps scale by scale (1, 2, 4, ... tokens
 classifier-free guidance against the null class); VAT decodes them to a triplane, the occupancy MLP
 is evaluated on a grid over [-1, 1]^3 and marching cubes gives a trimesh mesh per shape.
 
-    pipe = zoo.load("vat-ar-primitives")
+    pipe = zoo.load("runs/vat-ar/pipeline")            # a `zoo train vat-ar-primitives` folder
     out = pipe(class_labels=["torus", "cone"], generator=torch.Generator().manual_seed(0))
     out.meshes[0].export("torus.glb"); out.preview()          # a PIL image of all shapes
 """
