@@ -47,7 +47,7 @@ def reconstruction_rows(vat, data: PrimitivesDataset, budgets: list[int], resolu
         ids = vat.encode(item["points"][None], item["normals"][None])
         for k in budgets:
             planes = vat.decode(ids[:k])
-            mesh = vat.decode_mesh(ids[:k], resolution)[0]
+            mesh = vat.planes_to_meshes(planes, resolution)[0]
             scores = chamfer_fscore(sample_surface(mesh, samples, seed=i), reference)
             scores["iou"] = volume_iou(vat.occupancy_logits(planes, item["queries"][None])[0], item["occupancy"])
             per_budget[k].append(scores)

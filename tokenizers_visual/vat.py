@@ -208,8 +208,12 @@ class VAT(AtomicSaveMixin, ModelMixin, ConfigMixin):
         """Token ids -> one trimesh mesh per shape: marching cubes at level 0 of the occupancy logits on a
         resolution^3 grid over [-1, 1]^3 (3DShape2VecSet's protocol). A shape whose logits never cross 0
         gives an empty mesh."""
-        grids = self.occupancy_grid(self.decode(ids), resolution)
-        return [logits_to_mesh(grid.float().cpu().numpy()) for grid in grids]
+        return self.planes_to_meshes(self.decode(ids), resolution)
+
+    @torch.no_grad()
+    def planes_to_meshes(self, planes: torch.Tensor, resolution: int = 129) -> list:
+        """Decoded planes [B, 3, C, R, R] -> one mesh per shape (marching cubes, as `decode_mesh`)."""
+        return [logits_to_mesh(grid.float().cpu().numpy()) for grid in self.occupancy_grid(planes, resolution)]
 
     # ------------------------------------------------------------------ training
     def forward(self, points, normals, queries, occupancy=None):

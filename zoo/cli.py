@@ -159,9 +159,8 @@ def cmd_tokenize(args) -> int:
     if isinstance(vq, zoo.FlexTokPipeline):
         vq = vq.tokenizer
     if not isinstance(vq, (zoo.VQModel, zoo.FlexTok)):
-        return _fail(f"{args.tokenizer} is a {type(vq).__name__}; zoo tokenize takes an image tokenizer (VQModel, "
-                     "FlexTok) "
-                     "or a speech codec (SpeechCodec).")
+        return _fail(f"{args.tokenizer} is a {type(vq).__name__}; zoo tokenize takes an image tokenizer "
+                     "(VQModel, FlexTok) or a speech codec (SpeechCodec).")
     if args.inputs:
         return _fail(f"{args.tokenizer} tokenizes images: pass --data shapes or --data FOLDER, not files {args.inputs}.")
     if args.out is None:

@@ -49,14 +49,11 @@ def render_mesh(mesh, size: int = 256, elevation: float = 25.0, azimuth: float =
     return image
 
 
-def render_grid(meshes, size: int = 192, columns: int | None = None) -> Image.Image:
-    """Previews of several meshes side by side (rows of `columns`, default about square)."""
+def render_grid(meshes, size: int = 192) -> Image.Image:
+    """Previews of several meshes side by side, in an about-square grid."""
+    from .display import image_grid
+
     meshes = list(meshes)
     if not meshes:
         raise ValueError("pass at least one mesh.")
-    columns = columns or math.ceil(math.sqrt(len(meshes)))
-    rows = math.ceil(len(meshes) / columns)
-    grid = Image.new("RGB", (columns * size, rows * size), (255, 255, 255))
-    for i, mesh in enumerate(meshes):
-        grid.paste(render_mesh(mesh, size), ((i % columns) * size, (i // columns) * size))
-    return grid
+    return image_grid([render_mesh(mesh, size) for mesh in meshes])

@@ -23,8 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from zoo.train.llamagen_shapes import is_main_process
-from zoo.train.loop import TrainConfig, train
+from zoo.train.loop import TrainConfig, is_main_process, train
 
 
 def dd_loss(codebook: torch.Tensor, split: int, second_step: int, naive: bool):

@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 
 from zoo.data.tokens import TokenDataset
-from zoo.train.llamagen_shapes import add_arguments, build_model, is_main_process, next_token_loss, train_config
-from zoo.train.loop import train
+from zoo.train.llamagen_shapes import add_arguments, build_model, next_token_loss, train_config
+from zoo.train.loop import is_main_process, train
 
 
 def main(argv=None) -> int:

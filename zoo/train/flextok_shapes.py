@@ -86,22 +86,27 @@ def flextok_loss(model, batch):
     return out.loss, {"mse": out.loss.item()}
 
 
-def parse(argv):
-    p = argparse.ArgumentParser(prog="zoo train flextok-shapes", description=__doc__.splitlines()[0])
+def add_latent_arguments(p: argparse.ArgumentParser, steps: int, lr: float):
+    """The arguments every recipe over the `vae-shapes` latents shares (FlexTok, KARL)."""
     p.add_argument("--out", required=True, help="output folder (checkpoints, logs, model/)")
     p.add_argument("--vae", required=True, help="folder of the AutoencoderKL (zoo train vae-shapes ... /model)")
-    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--steps", type=int, default=steps)
     p.add_argument("--batch-size", type=int, default=32, help="per process")
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lr", type=float, default=lr)
     p.add_argument("--size", type=int, default=64, help="image size in pixels")
     p.add_argument("--images", type=int, default=20000, help="training images (their latents are encoded once)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(prog="zoo train flextok-shapes", description=__doc__.splitlines()[0])
+    add_latent_arguments(p, steps=4000, lr=5e-4)
     p.add_argument("--registers", type=int, default=64, help="1D tokens per image")
     p.add_argument("--fsq-levels", type=int, nargs="+", default=[8, 5, 5, 5], help="FSQ levels (official: 8 8 8 5 5 5)")
     p.add_argument("--width", type=int, default=192, help="encoder and decoder width (a multiple of 64)")
     p.add_argument("--depth", type=int, default=4, help="encoder and decoder depth")
     p.add_argument("--keep-sampling", default="pow2", choices=["uniform", "pow2"])
     p.add_argument("--null-prob", type=float, default=0.1, help="probability of the null condition (CFG)")
-    p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
 

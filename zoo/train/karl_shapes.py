@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from zoo.train.flextok_shapes import LatentCache
+from zoo.train.flextok_shapes import LatentCache, add_latent_arguments
 from zoo.train.loop import cosine_config, save_on_main, train
 from zoo.train.vq_shapes import dead_code_restarts
 
@@ -42,13 +42,7 @@ def karl_loss(model, batch):
 
 def parse(argv):
     p = argparse.ArgumentParser(prog="zoo train karl-shapes", description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True, help="output folder (checkpoints, logs, model/)")
-    p.add_argument("--vae", required=True, help="folder of the AutoencoderKL (zoo train vae-shapes ... /model)")
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch-size", type=int, default=32, help="per process")
-    p.add_argument("--lr", type=float, default=4e-4)
-    p.add_argument("--size", type=int, default=64, help="image size in pixels")
-    p.add_argument("--images", type=int, default=20000, help="training images (their latents are encoded once)")
+    add_latent_arguments(p, steps=3000, lr=4e-4)
     p.add_argument("--latent-cache", default=None, help="folder of a latents-train-N cache to share (e.g. "
                                                         "flextok-shapes' --out: the same VAE), default --out")
     p.add_argument("--max-tokens", type=int, default=64)
@@ -57,7 +51,6 @@ def parse(argv):
     p.add_argument("--width", type=int, default=128, help="a multiple of 64 (two phases a step: half FlexTok's width)")
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--restart-every", type=int, default=250)
-    p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from zoo.ar import ARTransformer
 from zoo.data.tokens import TokenDataset
-from zoo.train.loop import TrainConfig, is_main_process, train  # noqa: F401 (is_main_process: re-exported)
+from zoo.train.loop import TrainConfig, is_main_process, train
 
 
 def next_token_loss(model, batch):

@@ -209,8 +209,6 @@ def cosine_config(args, warmup: int = 300, **overrides) -> TrainConfig:
 def is_main_process() -> bool:
     from accelerate import PartialState
 
-    from zoo.utils.distributed import cpu_processes
-
     return PartialState(cpu=cpu_processes()).is_main_process
 
 

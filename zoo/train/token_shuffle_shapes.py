@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from zoo.data.tokens import TokenDataset
-from zoo.train.llamagen_shapes import add_arguments, is_main_process, train_config
-from zoo.train.loop import train
+from zoo.train.llamagen_shapes import add_arguments, train_config
+from zoo.train.loop import is_main_process, train
 
 
 class CaptionedTokens(torch.utils.data.Dataset):

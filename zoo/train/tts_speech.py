@@ -21,7 +21,7 @@ import torch
 from zoo.ar.speech import SpeechLM, delay_codes, speech_lm_loss
 from zoo.data.speech import PHONEMES, SpeechDataset, phonemize
 from zoo.data.text import SOA, character_tokenizer, encode_prompts
-from zoo.train.loop import TrainConfig, train
+from zoo.train.loop import cosine_config, train
 
 
 class SpeechCodes(torch.utils.data.Dataset):
@@ -30,7 +30,8 @@ class SpeechCodes(torch.utils.data.Dataset):
     def __init__(self, codec, data: SpeechDataset, num_codebooks: int, path: str | Path, progress: bool = True):
         self.path = Path(path)
         expected = {"utterances": str(len(data)), "num_codebooks": str(num_codebooks),
-                    "codec": json.dumps({k: v for k, v in codec.config.items() if not k.startswith("_")}, sort_keys=True)}
+                    "codec": json.dumps({k: v for k, v in codec.config.items() if not k.startswith("_")},
+                                        sort_keys=True)}
         if not self._load(expected):
             self._build(codec, data, num_codebooks, expected, progress)
             self._load(expected)
@@ -43,7 +44,8 @@ class SpeechCodes(torch.utils.data.Dataset):
         with safe_open(self.path, "pt") as f:
             metadata = f.metadata()
             if any(metadata.get(k) != v for k, v in expected.items()):
-                raise ValueError(f"{self.path} holds codes of another codec or data set; delete it or pick another --out.")
+                raise ValueError(f"{self.path} holds codes of another codec or data set; delete it or pick "
+                                 "another --out.")
             self.codes, self.offsets = f.get_tensor("codes"), f.get_tensor("offsets")
             self.texts = json.loads(metadata["texts"])
         return True
@@ -188,10 +190,8 @@ def main(argv=None) -> int:
                   depth_hidden_size=args.depth_hidden, depth_layers=args.depth_layers,
                   depth_heads=max(args.depth_hidden // 32, 1), num_mctp_modules=args.mctp_modules,
                   text_dropout=args.text_dropout)
-    config = TrainConfig(output_dir=args.out, max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         betas=(0.9, 0.95), weight_decay=0.05, warmup_steps=min(200, args.steps // 10),
-                         lr_schedule="cosine", log_every=min(50, args.steps), checkpoint_every=min(500, args.steps),
-                         seed=args.seed, extra=vars(args))
+    config = cosine_config(args, warmup=200, betas=(0.9, 0.95), weight_decay=0.05,
+                           checkpoint_every=min(500, args.steps))
     collate = make_collate(lm, tokenizer, text_map)
     probe = [codes[i] for i in range(max(0, len(codes) - 32), len(codes))]  # the last 32 training utterances
     lm = train(lm, codes, make_loss(args.mctp_weight, args.mctp_frames), config, collate_fn=collate,

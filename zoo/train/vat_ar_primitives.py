@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from zoo.ar import ARTransformer
 from zoo.ar.next_scale import next_scale_config
 from zoo.data.primitives import CATEGORIES, CachedPrimitives
-from zoo.train.loop import TrainConfig, train
+from zoo.train.loop import cosine_config, is_main_process, train
 
 
 @torch.no_grad()
@@ -96,13 +96,8 @@ def main(argv=None) -> int:
         vat.quantizer, hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
         num_classes=len(CATEGORIES), class_dropout_prob=0.1, token_dropout=args.dropout,
         resid_dropout=args.dropout, ffn_dropout=args.dropout, zero_init_head=True))
-    config = TrainConfig(output_dir=args.out, max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         weight_decay=0.05, warmup_steps=min(500, args.steps // 10), lr_schedule="cosine",
-                         log_every=min(50, args.steps), checkpoint_every=min(250, args.steps), seed=args.seed,
-                         extra=vars(args))
+    config = cosine_config(args, warmup=500, weight_decay=0.05)
     model = train(model, TokenMaps(ids, labels), make_loss(vat.quantizer), config)
-    from zoo.train.llamagen_shapes import is_main_process
-
     if is_main_process():
         VAT3DPipeline(transformer=model, vat=vat, class_names=CATEGORIES).save_pretrained(f"{args.out}/pipeline")
         print(f"saved {args.out}/pipeline")
