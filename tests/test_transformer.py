@@ -89,3 +89,22 @@ def test_save_load_round_trip(tmp_path, tiny_model):
     with torch.no_grad():
         assert torch.equal(loaded(ids, class_labels=[1, 2]), tiny_model(ids, class_labels=[1, 2]))
     assert loaded.config.grid_size == [4, 4]
+
+
+def test_cpu_linear_kernels_agree_and_the_choice_can_be_overridden(monkeypatch):
+    import importlib
+
+    lin = importlib.import_module("zoo.nn.linear")
+    x, weight, bias = torch.randn(3, 5, 64), torch.randn(96, 64), torch.randn(96)
+    expected = torch.nn.functional.linear(x, weight, bias)
+    with torch.no_grad():
+        for onednn in (False, True):
+            monkeypatch.setattr(lin, "_USE_ONEDNN", onednn and lin._ONEDNN_LINEAR is not None)
+            torch.testing.assert_close(lin.linear(x, weight, bias), expected, rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(lin, "_cpu_vendor", lambda: "AuthenticAMD")
+    assert lin._use_onednn() == (lin._ONEDNN_LINEAR is not None and torch.backends.mkldnn.is_available())
+    monkeypatch.setenv("ZOO_CPU_LINEAR", "mkl")
+    assert lin._use_onednn() is False
+    monkeypatch.setenv("ZOO_CPU_LINEAR", "blas")
+    with pytest.raises(ValueError, match="ZOO_CPU_LINEAR"):
+        lin._use_onednn()
