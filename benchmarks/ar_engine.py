@@ -38,9 +38,10 @@ def build_models():
     return hf, hf_llama_to_zoo(hf, num_prefix_tokens=PROMPT)
 
 
-def read_bandwidth_gb_s(megabytes: int = 512, repeat: int = 5) -> float:
-    """Memory read bandwidth: the best of `repeat` full reductions over a buffer far larger than caches."""
-    x = torch.ones(megabytes * 2**20 // 4)
+def read_bandwidth_gb_s(num_bytes: int, repeat: int = 5) -> float:
+    """Read bandwidth over a buffer of `num_bytes` (what one decode step reads): the best of `repeat` full
+    reductions. Where the last-level cache holds the buffer, this is cache bandwidth, as for the weights."""
+    x = torch.ones(num_bytes // 4)
     x.sum()
     best = min(_timed(x.sum) for _ in range(repeat))
     return x.numel() * 4 / best / 1e9
@@ -108,14 +109,18 @@ def main(argv=None) -> int:
     warmup_s = {}
     for name, b, rows, fn in cases:  # warm-up: allocations, lazy init, and torch.compile's compilation
         warmup_s[(name, b)] = _timed(fn)
+    # batch-1 runs are short and the most sensitive to what else the machine runs (they stream the weights
+    # through a shared cache): they get 3x the tries, every system alike
     best: dict[tuple, float] = {}
-    for _ in range(repeat):
+    for i in range(3 * repeat):
         for name, b, rows, fn in cases:
-            key = (name, b, rows)
-            best[key] = min(best.get(key, float("inf")), _timed(fn))
+            if b == 1 or i < repeat:
+                key = (name, b, rows)
+                best[key] = min(best.get(key, float("inf")), _timed(fn))
     for name, b, rows, fn in naive_cases:  # minutes at full size: one run each
         best[(name, b, rows)] = _timed(fn)
-    bandwidth = read_bandwidth_gb_s()
+    step_bytes = decode_bytes_per_step(zoo_model, PROMPT + new_tokens // 2)
+    bandwidth = read_bandwidth_gb_s(step_bytes)
 
     labels = {"zoo": "zoo engine (static KV cache)", "zoo_cfg": "zoo engine, CFG rows batched",
               "zoo_compiled": "zoo engine + torch.compile",
@@ -130,7 +135,7 @@ def main(argv=None) -> int:
         name = max(("zoo", "zoo_compiled"), key=lambda n: tps[(n, b)])
         return tps[(name, b)], labels[name]
 
-    bound = bandwidth * 1e9 / decode_bytes_per_step(zoo_model, PROMPT + new_tokens // 2)
+    bound = bandwidth * 1e9 / step_bytes
     fraction = zoo_best(1)[0] / bound
     rows.append({"system": "memory-bandwidth bound, batch 1", "batch": 1, "model_rows": 1, "new_tokens": new_tokens,
                  "tokens_per_s": bound, "ms_per_step": 1e3 / bound, "read_bandwidth_gb_per_s": bandwidth,
@@ -159,7 +164,7 @@ def main(argv=None) -> int:
                          notes=f"zoo reaches {100 * fraction:.0f}% of the batch-1 memory-bandwidth bound "
                                f"({bound:.0f} tok/s at {bandwidth:.1f} GB/s read bandwidth). torch.compile's first "
                                f"call (compilation) took {warmup_s[('zoo_compiled', 1)]:.0f} s at batch 1, not counted. "
-                               f"Best of {repeat} interleaved runs per system (naive: one run); fp32, "
+                               f"Best of {repeat} interleaved runs per system ({3 * repeat} at batch 1; naive: one run); fp32, "
                                f"{sum(p.numel() for p in zoo_model.parameters()) / 1e6:.1f}M parameters, "
                                f"prompt {PROMPT}, {new_tokens} new tokens.")
     report(rows, claims, path)
