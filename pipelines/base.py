@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from diffusers import DiffusionPipeline
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
 from zoo.ar import NextTokenStep, generate
+from zoo.display import ImageGridDisplay
 from zoo.hub import import_component_modules, resolve
 from zoo.utils.io import AtomicSaveMixin
+
+
+@dataclass
+class ZooImagePipelineOutput(ImageGridDisplay, ImagePipelineOutput):
+    """diffusers' `ImagePipelineOutput` (`images`: PIL images, or an array / tensor for output_type "np" /
+    "pt"), shown as an image grid in notebooks."""
 
 
 class ZooPipeline(AtomicSaveMixin, DiffusionPipeline):
@@ -40,7 +49,7 @@ class ZooPipeline(AtomicSaveMixin, DiffusionPipeline):
         through `self.image_processor`, model hooks freed, wrapped as diffusers does."""
         images = self.image_processor.postprocess(images.clamp(-1, 1).float(), output_type=output_type)
         self.maybe_free_model_hooks()
-        return ImagePipelineOutput(images=images) if return_dict else (images,)
+        return ZooImagePipelineOutput(images=images) if return_dict else (images,)
 
     def check_callback_inputs(self, names):
         bad = set(names) - set(self._callback_tensor_inputs)

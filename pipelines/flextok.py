@@ -29,24 +29,18 @@ from diffusers.utils.torch_utils import randn_tensor
 from tokenizers_visual.flextok import FlexTok
 from tokenizers_visual.karl import KARLTokenizer
 from zoo.ar import ARTransformer
+from zoo.display import ImageGridDisplay
 
 from .ar_image import ClassImagePipeline
 
 
 @dataclass
-class FlexTokPipelineOutput(BaseOutput):
+class FlexTokPipelineOutput(ImageGridDisplay, BaseOutput):
     """images: the decoded images; tokens: the 1D token ids each image was decoded from (a list of
     [k_i] tensors, one per image)."""
 
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
     tokens: list[torch.Tensor]
-
-    def _repr_png_(self) -> bytes | None:  # notebooks show the images as a grid
-        from zoo.display import image_grid, png_bytes
-
-        if isinstance(self.images, list) and self.images and isinstance(self.images[0], PIL.Image.Image):
-            return png_bytes(image_grid(self.images))
-        return None
 
 
 class FlexTokPipeline(ClassImagePipeline):

@@ -20,6 +20,15 @@ def tiny_transformer(**overrides):
     return ARTransformer(**{**config, **overrides}).eval()
 
 
+def tiny_vq():
+    """A tiny VQModel (64 codes of 4 dims, downsampling 2), seeded, in eval mode."""
+    from tokenizers_visual.vq import VQModel
+
+    torch.manual_seed(0)
+    return VQModel(codebook_size=64, codebook_dim=4, encoder_ch=32, decoder_ch=32, encoder_ch_mult=[1, 1],
+                   decoder_ch_mult=[1, 1], num_res_blocks=1, z_channels=32).eval()
+
+
 @pytest.fixture
 def tiny_model():
     return tiny_transformer()

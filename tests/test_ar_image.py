@@ -8,8 +8,7 @@ from PIL import Image
 
 import zoo
 from pipelines import ARImagePipeline
-from tests.conftest import tiny_transformer
-from tokenizers_visual import VQModel
+from tests.conftest import tiny_transformer, tiny_vq
 from zoo.cli import main as zoo_main
 
 NAMES = [f"class{i}" for i in range(10)]
@@ -17,9 +16,7 @@ NAMES = [f"class{i}" for i in range(10)]
 
 @pytest.fixture(scope="module")
 def pipe():
-    torch.manual_seed(0)
-    vq = VQModel(codebook_size=64, codebook_dim=4, encoder_ch=32, decoder_ch=32, encoder_ch_mult=[1, 1],
-                 decoder_ch_mult=[1, 1], num_res_blocks=1, z_channels=32).eval()
+    vq = tiny_vq()
     pipe = ARImagePipeline(transformer=tiny_transformer(), vqvae=vq, class_names=NAMES)
     pipe.set_progress_bar_config(disable=True)
     return pipe

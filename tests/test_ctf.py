@@ -6,17 +6,11 @@ from diffusers import DiffusionPipeline
 
 import zoo
 from pipelines import CTFPipeline
-from tests.conftest import tiny_transformer
+from tests.conftest import tiny_transformer, tiny_vq
 from tokenizers_visual import CodeClusters, VQModel
 from tokenizers_visual.clusters import kmeans
 
 NAMES = [f"class{i}" for i in range(10)]
-
-
-def tiny_vq():
-    torch.manual_seed(0)
-    return VQModel(codebook_size=64, codebook_dim=4, encoder_ch=32, decoder_ch=32, encoder_ch_mult=[1, 1],
-                   decoder_ch_mult=[1, 1], num_res_blocks=1, z_channels=32).eval()
 
 
 def tiny_ctf(mask_fine_logits=True, k=8):
