@@ -12,6 +12,7 @@ from pathlib import Path
 from zoo.utils.io import atomic_file
 
 RESULTS_DIR = Path(__file__).parent / "results"
+_REPO_RESULTS_DIR = RESULTS_DIR  # figures are drawn for results written here (not for tests' folders)
 BENCHMARKS_MD = Path(__file__).parent.parent / "BENCHMARKS.md"
 
 
@@ -72,7 +73,21 @@ def write_results(name: str, command: str, machine: str, rows: list[dict], claim
         text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
         with atomic_file(BENCHMARKS_MD, "w") as f:
             f.write(text)
+    if not quick and path.parent.resolve() == _REPO_RESULTS_DIR.resolve():
+        _draw_figure(result)
     return path
+
+
+def _draw_figure(result: dict):
+    """The documentation's figure of this benchmark (benchmarks/figures.py), when matplotlib is installed."""
+    try:
+        from benchmarks.figures import draw
+    except ImportError as error:  # matplotlib is a [dev] dependency
+        print(f"figure not drawn ({error}); pip install matplotlib, then python benchmarks/figures.py")
+        return
+    path = draw(result)
+    if path is not None:
+        print(f"figure: {path}")
 
 
 def report(rows: list[dict], claims: list[dict], path: Path):

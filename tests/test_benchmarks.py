@@ -189,3 +189,28 @@ def test_vat_benchmark_on_tiny_models(tmp_path, monkeypatch):
     assert systems == ["vat 3 scales", "vat 4 scales", "vat-ar (all scales)"]
     assert result["rows"][1]["tokens"] == 15 and result["rows"][2]["shapes"] == 7
     assert len(result["claims"]) == 2
+
+
+def test_figures_are_drawn_from_results(tmp_path):
+    """Every committed results file with a figure draws, and FlexTok / VAT draw from rows of their shape."""
+    import json
+
+    from PIL import Image
+
+    from benchmarks.figures import DRAW, RESULTS_DIR, draw
+
+    results = [json.loads(p.read_text()) for p in sorted(RESULTS_DIR.glob("*.json")) if ".quick" not in p.name]
+    common = {"command": "python benchmarks/x.py", "date": "2026-12-01", "machine": "test"}
+    results += [
+        {"benchmark": "flextok", **common, "rows": [
+            {"system": f"flextok k={k}", "tokens": k, "psnr_db": 20 + k, "shapes_rfid": 100 / k} for k in (1, 4, 16)]
+            + [{"system": "flextok-ar k=8", "tokens": 8, "shapes_fid": 50.0, "images_per_s": 3.0}]},
+        {"benchmark": "vat", **common, "rows": [
+            {"system": f"vat {s} scales", "tokens": t, "compression": c, "fscore@0.02": f, "fscore@0.01": f / 2}
+            for s, t, c, f in ((3, 7, 900.0, 0.8), (7, 127, 60.0, 0.95))]},
+    ]
+    drawn = {r["benchmark"] for r in results if draw(r, figures_dir=tmp_path) is not None}
+    assert {"flextok", "vat"} <= drawn and drawn <= set(DRAW)
+    for name in drawn:
+        assert Image.open(tmp_path / f"{name}.png").size[0] > 300
+    assert draw({"benchmark": "image_tokenizer", **common, "rows": []}, figures_dir=tmp_path) is None
