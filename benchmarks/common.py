@@ -61,15 +61,17 @@ def write_results(name: str, command: str, machine: str, rows: list[dict], claim
         json.dump(result, f, indent=2)
     if not quick and BENCHMARKS_MD.is_file():
         section = "\n".join([
-            f"<!-- {name}:start -->",
+            f"<!-- --8<-- [start:{name}] -->",
             f"Command: `{command}` ({result['date']}, {machine}).",
             "", markdown_table(rows, columns), "",
             *[f"- {'✅' if c['holds'] else '❌'} {c['claim']}: {c['evidence']}" for c in claims],
             *([""] + [notes] if notes else []),
-            f"<!-- {name}:end -->",
+            f"<!-- --8<-- [end:{name}] -->",
         ])
         text = BENCHMARKS_MD.read_text()
-        pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S)
+        # the markers are also pymdownx.snippets sections: docs pages include them as "BENCHMARKS.md:<name>"
+        pattern = re.compile(rf"<!-- --8<-- \[start:{re.escape(name)}\] -->.*?<!-- --8<-- \[end:{re.escape(name)}\] -->",
+                             re.S)
         text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
         with atomic_file(BENCHMARKS_MD, "w") as f:
             f.write(text)

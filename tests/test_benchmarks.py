@@ -8,7 +8,7 @@ from benchmarks import common
 def test_results_file_and_benchmarks_section(tmp_path, monkeypatch):
     monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
     md = tmp_path / "BENCHMARKS.md"
-    md.write_text("# benchmarks\n\n<!-- demo:start -->\nold\n<!-- demo:end -->\n\ntail\n")
+    md.write_text("# benchmarks\n\n<!-- --8<-- [start:demo] -->\nold\n<!-- --8<-- [end:demo] -->\n\ntail\n")
     monkeypatch.setattr(common, "BENCHMARKS_MD", md)
     rows = [{"system": "a", "tokens_per_s": 12.5}]
     claims = [common.claim("a is fast", True, "12.5 tok/s")]
