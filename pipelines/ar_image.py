@@ -17,7 +17,14 @@ from .base import ZooPipeline
 
 class ClassImagePipeline(ZooPipeline):
     """What class-conditional image pipelines over a VQ tokenizer share: class names and ids, the
-    checks on their components, and turning token grids into images."""
+    checks on their components, and turning token grids into images.
+
+    Examples:
+        >>> import zoo
+        >>> pipe = zoo.load("ctf-shapes")                   # a ClassImagePipeline
+        >>> pipe.class_ids(["circle", 3])                   # names or ids, checked
+        [0, 3]
+    """
 
     @staticmethod
     def check_class_transformer(transformer: ARTransformer, class_names):

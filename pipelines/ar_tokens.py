@@ -19,7 +19,13 @@ from .base import ZooPipeline
 
 @dataclass
 class TokenPipelineOutput(BaseOutput):
-    """tokens: [B, num_tokens] ids (a torch tensor, or a NumPy array for output_type="np")."""
+    """tokens: [B, num_tokens] ids (a torch tensor, or a NumPy array for output_type="np").
+
+    Examples:
+        >>> out = ARTokenPipeline(transformer=model)(class_labels=[1, 2])   # doctest: +SKIP
+        >>> out.tokens.shape                                                # doctest: +SKIP
+        torch.Size([2, 256])
+    """
 
     tokens: torch.Tensor | np.ndarray
 

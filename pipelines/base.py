@@ -21,7 +21,17 @@ class ZooImagePipelineOutput(ImageGridDisplay, ImagePipelineOutput):
 
 class ZooPipeline(AtomicSaveMixin, DiffusionPipeline):
     """A DiffusionPipeline whose `from_pretrained` accepts zoo's built-in names and Hub ids, and
-    whose `save_pretrained` is atomic."""
+    whose `save_pretrained` is atomic.
+
+    Every zoo pipeline is one; its subclasses add a `__call__`.
+
+    Examples:
+        >>> import zoo
+        >>> pipe = zoo.load("llamagen-shapes")              # ZooPipeline.from_pretrained under the hood
+        >>> isinstance(pipe, zoo.ZooPipeline)
+        True
+        >>> pipe.save_pretrained("my-model")                # atomic: never half a model  # doctest: +SKIP
+    """
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):

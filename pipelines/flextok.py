@@ -37,7 +37,13 @@ from .ar_image import ClassImagePipeline
 @dataclass
 class FlexTokPipelineOutput(ImageGridDisplay, BaseOutput):
     """images: the decoded images; tokens: the 1D token ids each image was decoded from (a list of
-    [k_i] tensors, one per image)."""
+    [k_i] tensors, one per image).
+
+    Examples:
+        >>> out = pipe(images=batch, num_tokens=[1, 4, 16])   # doctest: +SKIP
+        >>> [t.shape[0] for t in out.tokens]                  # doctest: +SKIP
+        [1, 4, 16]
+    """
 
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
     tokens: list[torch.Tensor]

@@ -34,7 +34,14 @@ TEXT_INPUTS = ("characters", "phonemes")  # what the LM reads: the letters, or e
 @dataclass
 class SpeechPipelineOutput(BaseOutput):
     """audios: one waveform per row (float32 numpy [T] or torch [T] with output_type="pt") at `sample_rate`;
-    codes: the codec codes [Q, frames] each was decoded from."""
+    codes: the codec codes [Q, frames] each was decoded from.
+
+    Examples:
+        >>> import numpy as np
+        >>> out = SpeechPipelineOutput(audios=[np.zeros(24_000, np.float32)], sample_rate=24_000, codes=[None])
+        >>> out._repr_html_().count("<audio")    # a notebook shows one player per waveform
+        1
+    """
 
     audios: list
     sample_rate: int

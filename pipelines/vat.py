@@ -27,7 +27,14 @@ from .ar_image import ClassImagePipeline
 @dataclass
 class VAT3DPipelineOutput(BaseOutput):
     """meshes: trimesh meshes ("mesh"), or occupancy logit grids [B, R, R, R] ("np" / "pt");
-    tokens: the token ids per scale (list of [B, L_s])."""
+    tokens: the token ids per scale (list of [B, L_s]).
+
+    Examples:
+        >>> import trimesh
+        >>> out = VAT3DPipelineOutput(meshes=[trimesh.creation.box()], tokens=[])
+        >>> out.preview().size                    # what a notebook shows for `out`
+        (192, 192)
+    """
 
     meshes: list | np.ndarray | torch.Tensor
     tokens: list[torch.Tensor]
@@ -47,7 +54,13 @@ class VAT3DPipelineOutput(BaseOutput):
 
 
 class VAT3DPipeline(ClassImagePipeline):
-    """Next-scale AR over VAT tokens -> meshes."""
+    """Next-scale AR over VAT tokens -> meshes.
+
+    Examples:
+        >>> pipe = VAT3DPipeline.from_pretrained("runs/vat-ar/pipeline")   # zoo train vat-ar-primitives  # doctest: +SKIP
+        >>> out = pipe(class_labels=["torus", "cone"], generator=torch.Generator().manual_seed(0))    # doctest: +SKIP
+        >>> out.meshes[0].export("torus.glb"); out.preview().save("shapes.png")                      # doctest: +SKIP
+    """
 
     model_cpu_offload_seq = "transformer->vat"
     _callback_tensor_inputs = ["tokens"]

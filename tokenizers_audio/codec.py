@@ -73,6 +73,15 @@ class SpeechCodec(AtomicSaveMixin, ModelMixin, ConfigMixin):
         semantic_teacher: None (no semantic branch, as Mimi, whose first codebook is distilled instead) or
             the teacher whose features enter before the RVQ (see `tokenizers_audio/semantic.py`), e.g.
             {"kind": "zoo-recognizer", "config": SpeechRecognizer config}. Its weights are part of the codec.
+
+    Examples:
+        >>> import torch, zoo
+        >>> codec = zoo.load("codec-speech")
+        >>> wav = torch.zeros(1, 1, 24_000)                      # one second at 24 kHz
+        >>> codes = codec.encode(wav, sample_rate=24_000, num_codebooks=4)
+        >>> codes.shape, codec.decode(codes).shape, codec.bitrate(4)
+        (torch.Size([1, 4, 25]), torch.Size([1, 1, 24000]), 1000.0)
+        >>> frame_codes, state = codec.encode_step(wav[..., :960])   # streaming, explicit state
     """
 
     @register_to_config

@@ -157,6 +157,12 @@ class FlexTok(AtomicSaveMixin, ModelMixin, ConfigMixin):
         null_condition_prob: training probability that an image's registers become the null condition.
         time_channels, max_timestep: the sinusoidal time embedding (t in [0, max_timestep]).
         sample_posterior: draw VAE latents from the posterior instead of taking its mean.
+
+    Examples:
+        >>> tok = FlexTok.from_pretrained("runs/flextok-shapes/model")   # zoo train flextok-shapes  # doctest: +SKIP
+        >>> ids = tok.tokenize(images)                  # [B, R] ids, coarse to fine          # doctest: +SKIP
+        >>> tok.detokenize(ids[:, :4])                  # any prefix decodes                  # doctest: +SKIP
+        >>> tok.detokenize([ids[0, :1], ids[1, :16]])   # a different k per image, one batch  # doctest: +SKIP
     """
 
     @register_to_config

@@ -46,7 +46,12 @@ KARL_ERROR_BINS = [round(float(x), 4) for x in np.geomspace(0.005, 0.38, 19)]
 
 @dataclass
 class KARLTokens(BaseOutput):
-    """ids [B, T]; keep [B, T] bool (False = halted: the decoder ignores the token); num_tokens [B]."""
+    """ids [B, T]; keep [B, T] bool (False = halted: the decoder ignores the token); num_tokens [B].
+
+    Examples:
+        >>> tokens = karl.tokenize(images, max_error=0.05)           # doctest: +SKIP
+        >>> tokens.ids[0, tokens.keep[0]]    # the tokens image 0 keeps  # doctest: +SKIP
+    """
 
     ids: torch.Tensor
     keep: torch.Tensor
@@ -65,6 +70,12 @@ class KARLTokenizer(AtomicSaveMixin, ModelMixin, ConfigMixin):
         codebook_size, code_dim: the l2-normalised VQ (KARL: 4096 x 12).
         dim, encoder_depth, decoder_depth, head_dim: the two ViTs.
         halt_threshold: tokens whose halting probability exceeds it are dropped (KARL: 0.75).
+
+    Examples:
+        >>> karl = KARLTokenizer.from_pretrained("runs/karl-shapes/model")   # zoo train karl-shapes  # doctest: +SKIP
+        >>> tokens = karl.tokenize(images, max_error=0.03)                   # doctest: +SKIP
+        >>> tokens.num_tokens            # how many tokens each image needs at that error   # doctest: +SKIP
+        >>> karl.detokenize(tokens.ids, tokens.keep)                         # doctest: +SKIP
     """
 
     @register_to_config

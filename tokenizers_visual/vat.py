@@ -57,6 +57,16 @@ class VAT(AtomicSaveMixin, ModelMixin, ConfigMixin):
         triplane_resolution, triplane_patch, triplane_channels: each plane is resolution^2 features of
             `triplane_channels`, produced by (resolution / patch)^2 learned tokens.
         mlp_hidden: width of the occupancy MLP.
+
+    Examples:
+        >>> from zoo.data.primitives import PrimitivesDataset
+        >>> vat = VAT(num_latents=8, latent_dim=8, codebook_size=32, width=64, encoder_depth=1, decoder_depth=1,
+        ...           head_dim=32, triplane_resolution=16, triplane_patch=4, triplane_channels=16, mlp_hidden=32)
+        >>> item = PrimitivesDataset("test", num_points=256)[0]
+        >>> ids = vat.encode(item["points"][None], item["normals"][None])
+        >>> [i.shape[1] for i in ids], vat.num_bytes()          # 1 + 2 + 4 + 8 tokens of 5 bits
+        ([1, 2, 4, 8], 9.375)
+        >>> meshes = vat.decode_mesh(ids[:2], resolution=33)   # any prefix of the scales  # doctest: +SKIP
     """
 
     @register_to_config

@@ -177,6 +177,15 @@ class VQModel(AtomicSaveMixin, ModelMixin, ConfigMixin):
         norm_groups: GroupNorm groups (32 in LlamaGen; must divide every width).
         attention_registers: learned key/value registers in every attention block (0 in LlamaGen; see
             `AttnBlock`).
+
+    Examples:
+        >>> import torch, zoo
+        >>> from zoo.data.shapes import ShapesDataset
+        >>> vq = zoo.load("vq-shapes")                   # or VQModel(...), or convert_llamagen_vq("vq_ds16_c2i.pt")
+        >>> images = torch.stack([ShapesDataset("test")[i]["image"] for i in range(2)])   # [2, 3, 64, 64]
+        >>> ids = vq.encode(images)
+        >>> ids.shape, vq.decode(ids).shape, vq.codebook.shape
+        (torch.Size([2, 16, 16]), torch.Size([2, 3, 64, 64]), torch.Size([4096, 8]))
     """
 
     @register_to_config

@@ -18,6 +18,18 @@ KINDS = ("builtin", "hub", "original")
 
 @dataclass(frozen=True)
 class Entry:
+    """One named checkpoint of the catalogue: a built-in folder, a pinned Hub repository, or an official
+    checkpoint with the converter that reads it.
+
+    Examples:
+        >>> from weights_registry import get_entry
+        >>> entry = get_entry("llamagen-shapes")
+        >>> entry.kind, entry.path.name
+        ('builtin', 'llamagen-shapes')
+        >>> get_entry("llamagen-gpt-b-256").converter      # zoo convert llamagen-gpt-b-256 --out ...
+        'llamagen-gpt'
+    """
+
     name: str
     kind: str
     description: str
@@ -120,7 +132,15 @@ def get_entry(name: str) -> Entry | None:
 
 
 def list_models(kind: str | None = None) -> list[Entry]:
-    """Catalogue entries, optionally of one kind ("builtin", "hub", "original"), sorted by name."""
+    """Catalogue entries, optionally of one kind ("builtin", "hub", "original"), sorted by name.
+
+    Examples:
+        >>> import zoo
+        >>> "llamagen-shapes" in [e.name for e in zoo.list_models("builtin")]
+        True
+        >>> {e.kind for e in zoo.list_models()} <= {"builtin", "hub", "original"}
+        True
+    """
     if kind is not None and kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; pass one of {KINDS} or None.")
     return sorted((e for e in CATALOGUE.values() if kind in (None, e.kind)), key=lambda e: e.name)

@@ -22,7 +22,17 @@ _DIFFUSERS_LOADABLE = {"diffusers", "transformers", "onnxruntime"}
 
 
 class ModelNotFoundError(FileNotFoundError):
-    """A name that is neither built-in, nor a local folder, nor obtainable from the Hub."""
+    """A name that is neither built-in, nor a local folder, nor obtainable from the Hub; offline, the
+    message names the missing files and the command that fetches them.
+
+    Examples:
+        >>> import zoo
+        >>> try:
+        ...     zoo.load("no-such-org/no-such-model", local_files_only=True)
+        ... except zoo.ModelNotFoundError as error:
+        ...     print(type(error).__name__)
+        ModelNotFoundError
+    """
 
 
 def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -70,7 +80,16 @@ def download(repo_id: str, revision: str | None = None, files: list[str] | None 
 
 def resolve(name_or_path: str | os.PathLike, *, revision: str | None = None,
             cache_dir: str | os.PathLike | None = None, local_files_only: bool = False) -> Path:
-    """The local folder holding a model: built-in name, then local folder, then Hub id."""
+    """The local folder holding a model: built-in name, then local folder, then Hub id (downloaded with
+    `huggingface_hub.snapshot_download`; `local_files_only=True` or HF_HUB_OFFLINE=1 use the cache only).
+
+    Examples:
+        >>> import zoo
+        >>> zoo.resolve("llamagen-shapes").name
+        'llamagen-shapes'
+        >>> zoo.resolve("runs/ar/pipeline")          # a folder resolves to itself  # doctest: +SKIP
+        >>> zoo.resolve("my-org/my-model")           # a Hub snapshot in the HF cache  # doctest: +SKIP
+    """
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
         raise ValueError(f"pass a model name, a folder or a Hub id, got {name_or_path!r}.")
     name = str(name_or_path)
@@ -118,6 +137,15 @@ def load(name_or_path: str | os.PathLike, **kwargs):
 
     A folder with `model_index.json` loads as its pipeline class; one with `config.json` as a model.
     Keyword arguments (torch_dtype, revision, cache_dir, ...) go to `from_pretrained`.
+
+    Examples:
+        >>> import zoo
+        >>> pipe = zoo.load("llamagen-shapes")            # a built-in pipeline
+        >>> type(pipe).__name__
+        'ARImagePipeline'
+        >>> type(zoo.load("vq-shapes")).__name__         # a built-in model
+        'VQModel'
+        >>> zoo.load("my-org/my-model", revision="main")  # a Hub id  # doctest: +SKIP
     """
     import zoo
 

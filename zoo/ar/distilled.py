@@ -44,6 +44,14 @@ class DDTransformer(AtomicSaveMixin, ModelMixin, ConfigMixin):
     Args:
         backbone_config: the ARTransformer configuration (that of the teacher; `from_teacher` fills it).
         codebook_dim: width of the codeword / noise vectors (8 for LlamaGen's VQ).
+
+    Examples:
+        >>> import torch, zoo
+        >>> teacher = zoo.load("llamagen-shapes").transformer
+        >>> student = zoo.DDTransformer.from_teacher(teacher, codebook_dim=8)   # the DD1 student layout
+        >>> student.num_tokens
+        256
+        >>> # train: zoo train dd-shapes --teacher llamagen-shapes; sample: zoo.DistilledPipeline
     """
 
     @register_to_config

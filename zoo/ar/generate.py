@@ -27,14 +27,32 @@ from .sampling import sample_from_probs
 
 @dataclass
 class GenerationOutput(BaseOutput):
-    """tokens [B, num_tokens]; probs [B, num_tokens, vocab] (the sampling distributions) if asked for."""
+    """tokens [B, num_tokens]; probs [B, num_tokens, vocab] (the sampling distributions) if asked for.
+
+    Examples:
+        >>> out = generate(model, 16, class_labels=torch.tensor([1]), return_probs=True)  # doctest: +SKIP
+        >>> out.tokens.shape, out.probs.shape, out.probs.sum(-1)[0, 0]                    # doctest: +SKIP
+        (torch.Size([1, 16]), torch.Size([1, 16, 1024]), tensor(1.))
+    """
 
     tokens: torch.Tensor
     probs: torch.Tensor | None = None
 
 
 class NextTokenStep:
-    """The plain step: the last position's logits give one token, which is the next input."""
+    """The plain step: the last position's logits give one token, which is the next input.
+
+    A step tells the loop how many engine steps `num_tokens` take, how long the KV cache must be, how
+    hidden states become tokens (`sample`) and tokens the next inputs (`embed`); other steps emit a
+    window (`zoo.ar.token_shuffle.WindowStep`), a scale (`zoo.ar.next_scale.NextScaleStep`) or an audio
+    frame (`zoo.ar.speech.FrameStep`) through the same loop.
+
+    Examples:
+        >>> step = NextTokenStep()
+        >>> step.num_steps(256), step.cache_length(num_prefix=1, num_tokens=256)
+        (256, 256)
+        >>> # generate(model, 256, class_labels=labels, step=step) is the default
+    """
 
     def num_steps(self, num_tokens: int) -> int:
         return num_tokens
@@ -93,7 +111,22 @@ def _row_prefix_mask(prefix_mask, uncond_prefix_mask, batch_size, num_prefix, us
 
 
 def generate(model, num_tokens: int, **kwargs) -> GenerationOutput:
-    """Sample `num_tokens` tokens after a condition prefix: `generate_steps` run to the end (same arguments)."""
+    """Sample `num_tokens` tokens after a condition prefix: `generate_steps` run to the end (same arguments).
+
+    Examples:
+        >>> import torch
+        >>> from zoo import ARTransformer, generate
+        >>> model = ARTransformer(vocab_size=64, hidden_size=64, num_layers=2, num_heads=4, num_classes=10,
+        ...                       grid_size=(4, 4)).eval()
+        >>> out = generate(model, 16, class_labels=torch.tensor([3, 7]), guidance_scale=2.0,
+        ...                generator=[torch.Generator().manual_seed(s) for s in (0, 1)])
+        >>> out.tokens.shape
+        torch.Size([2, 16])
+        >>> same = generate(model, 16, class_labels=torch.tensor([3]), guidance_scale=2.0,
+        ...                 generator=torch.Generator().manual_seed(0))
+        >>> bool((same.tokens[0] == out.tokens[0]).all())   # row i depends on generator i alone
+        True
+    """
     output = None
     for output in generate_steps(model, num_tokens, **kwargs):
         pass
@@ -151,6 +184,14 @@ def generate_steps(
         use_cache: False recomputes the whole sequence every step (the reference for tests).
         compile: run the decode step through torch.compile (CUDA graphs on GPU).
         callback: called as callback(step_index, tokens_so_far [B, n]) after each step.
+
+    Examples:
+        Stream tokens as they come, and stop early:
+
+        >>> for out in generate_steps(model, 256, class_labels=labels):   # doctest: +SKIP
+        ...     show(out.tokens)                   # [B, n] tokens so far
+        ...     if enough(out.tokens):
+        ...         break
     """
     if step is None and model.input_vocab_size != model.config.vocab_size:
         raise ValueError(f"the model reads {model.input_vocab_size} input ids but predicts {model.config.vocab_size}: "

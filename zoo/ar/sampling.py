@@ -75,6 +75,16 @@ class GuidanceSchedule:
 
     Called with the indices [k] of the tokens being sampled (of num_tokens in all) and the step
     (of num_steps); returns the scales [k]. A scale of 1 everywhere means no guidance.
+
+    Examples:
+        A schedule that guides only the second half of the tokens:
+
+        >>> class SecondHalf(GuidanceSchedule):
+        ...     def __call__(self, token_index, num_tokens, step, num_steps):
+        ...         return 1.0 + 2.0 * (token_index >= num_tokens // 2).float()
+        >>> SecondHalf()(torch.arange(4), 4, 0, 4)
+        tensor([1., 1., 3., 3.])
+        >>> # generate(model, 256, class_labels=labels, guidance_scale=SecondHalf())
     """
 
     def __call__(self, token_index: torch.Tensor, num_tokens: int, step: int, num_steps: int) -> torch.Tensor:
@@ -91,7 +101,12 @@ def _check_scale(name: str, value: float):
 
 
 class ConstantGuidance(GuidanceSchedule):
-    """The same scale for every token (LlamaGen)."""
+    """The same scale for every token (LlamaGen); what a number passed as `guidance_scale` becomes.
+
+    Examples:
+        >>> ConstantGuidance(4.0)(torch.arange(3), 256, 0, 256)
+        tensor([4., 4., 4.])
+    """
 
     def __init__(self, scale: float):
         _check_scale("guidance_scale", scale)
@@ -112,7 +127,15 @@ class LinearGuidance(GuidanceSchedule):
     """A linear ramp from `start` to `scale`, over the steps (VAR: scale 1 + cfg over the scales) or,
     with per_token=True, over the token index (a per-token ramp, as Token-Shuffle's scheduler).
     With ramp_fraction < 1 the ramp ends after that share of the tokens (or steps) and the scale
-    stays at `scale` from there: 0.5 is the "half-linear" ramp reported for Token-Shuffle."""
+    stays at `scale` from there: 0.5 is the "half-linear" ramp reported for Token-Shuffle.
+
+    Examples:
+        >>> ramp = LinearGuidance(5.0, per_token=True, ramp_fraction=0.5)   # half-linear over 5 tokens
+        >>> ramp(torch.arange(5), 5, 0, 5)
+        tensor([1., 3., 5., 5., 5.])
+        >>> LinearGuidance(3.0)(torch.arange(2), 8, step=1, num_steps=3)  # over the steps (VAR's scales)
+        tensor([2., 2.])
+    """
 
     def __init__(self, scale: float, start: float = 1.0, per_token: bool = False, ramp_fraction: float = 1.0):
         _check_scale("guidance_scale", scale)

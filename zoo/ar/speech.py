@@ -206,6 +206,15 @@ class SpeechLM(AtomicSaveMixin, ModelMixin, ConfigMixin):
         depth_hidden_size, depth_layers, depth_heads, per_step_input: the depth transformer.
         num_mctp_modules: K MCTP modules (0: none).
         text_dropout: probability of training a row on the empty prompt (for classifier-free guidance).
+
+    Examples:
+        >>> from zoo import SpeechLM
+        >>> lm = SpeechLM(text_vocab_size=31, max_text_tokens=32, num_codebooks=4, codebook_size=64, max_frames=50,
+        ...               hidden_size=64, num_layers=2, num_heads=4, depth_hidden_size=32, depth_layers=1,
+        ...               depth_heads=2)
+        >>> lm.num_codebooks, lm.max_delay          # the acoustic codebooks run one frame behind
+        (4, 1)
+        >>> # CodecTTSPipeline(lm=lm, codec=zoo.load("codec-speech"), ...) generates speech with it
     """
 
     @register_to_config

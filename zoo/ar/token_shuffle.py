@@ -27,6 +27,18 @@ class TokenShuffleTransformer(AtomicSaveMixin, ModelMixin, ConfigMixin):
         max_text_tokens: the prompt prefix length (prompts are left-padded to it, <soi> last).
         hidden_size, num_layers, num_heads, ...: the transformer (`ARTransformer`).
         shuffle_blocks: residual MLP blocks on each side of the transformer.
+
+    Examples:
+        >>> import torch
+        >>> from zoo import TokenShuffleTransformer
+        >>> model = TokenShuffleTransformer(text_vocab_size=32, codebook_size=64, grid_size=(8, 8), window=2,
+        ...                                 max_text_tokens=6, hidden_size=64, num_layers=2, num_heads=4).eval()
+        >>> model.num_windows                       # 64 tokens in 16 AR steps of 2 x 2
+        16
+        >>> grid = torch.randint(0, 64, (1, 8, 8))
+        >>> windows = model.grid_to_windows(grid)      # window order: the 4 tokens of window 0, then window 1...
+        >>> windows.shape, bool((model.windows_to_grid(windows, (8, 8)) == grid).all())
+        (torch.Size([1, 64]), True)
     """
 
     @register_to_config

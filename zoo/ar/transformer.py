@@ -73,6 +73,16 @@ class ARTransformer(AtomicSaveMixin, ModelMixin, ConfigMixin):
             block see each other and earlier blocks) or "bidirectional".
         input_dim: if set, inputs are continuous vectors of this size, embedded by a linear layer.
         zero_init_head: LlamaGen initialises the output head to zero.
+
+    Examples:
+        >>> import torch
+        >>> from zoo import ARTransformer
+        >>> model = ARTransformer(vocab_size=64, hidden_size=64, num_layers=2, num_heads=4, num_classes=10,
+        ...                       grid_size=(4, 4)).eval()       # LlamaGen's layout, tiny
+        >>> model(torch.randint(0, 64, (2, 16)), class_labels=torch.tensor([1, 2])).shape
+        torch.Size([2, 17, 64])
+        >>> round(sum(p.numel() for p in ARTransformer.llamagen("B").parameters()) / 1e6)   # LlamaGen GPT-B
+        111
     """
 
     @register_to_config

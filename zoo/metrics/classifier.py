@@ -38,7 +38,16 @@ def _conv(cin, cout):
 
 class ShapesClassifier(AtomicSaveMixin, ModelMixin, ConfigMixin):
     """CNN over 64x64 inputs (other sizes are resized): 4 stages of two 3x3 convolutions, then a
-    flattened 4x4 map (positions matter) to a `feature_dim` feature, then one linear head per attribute."""
+    flattened 4x4 map (positions matter) to a `feature_dim` feature, then one linear head per attribute.
+
+    Examples:
+        >>> import torch, zoo
+        >>> from zoo.data.shapes import ShapesDataset
+        >>> judge = zoo.load("shapes-classifier")
+        >>> item = ShapesDataset("test")[0]
+        >>> sorted(judge.predict(item["image"][None])[0])    # what the image shows, per attribute
+        ['background', 'color', 'count', 'position', 'shape', 'size', 'texture']
+    """
 
     @register_to_config
     def __init__(self, widths: list[int] = (16, 32, 64, 128), feature_dim: int = 256):

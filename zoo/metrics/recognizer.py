@@ -61,7 +61,14 @@ class CausalLogMel(nn.Module):
 
 
 class SpeechRecognizer(AtomicSaveMixin, ModelMixin, ConfigMixin):
-    """Streaming CTC recogniser. Defaults: 24 kHz, 80 mels every 10 ms, 50 Hz encoder of 4 x 192."""
+    """Streaming CTC recogniser. Defaults: 24 kHz, 80 mels every 10 ms, 50 Hz encoder of 4 x 192.
+
+    Examples:
+        >>> import torch, zoo
+        >>> asr = zoo.load("asr-speech")                  # zoo train asr-speech
+        >>> asr.transcribe(torch.zeros(1, 24_000), sample_rate=24_000)   # silence: nothing to say
+        ['']
+    """
 
     @register_to_config
     def __init__(self, sample_rate: int = 24_000, n_fft: int = 960, hop_length: int = 240, n_mels: int = 80,
