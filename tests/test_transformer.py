@@ -108,3 +108,16 @@ def test_cpu_linear_kernels_agree_and_the_choice_can_be_overridden(monkeypatch):
     monkeypatch.setenv("ZOO_CPU_LINEAR", "blas")
     with pytest.raises(ValueError, match="ZOO_CPU_LINEAR"):
         lin._use_onednn()
+
+
+def test_a_model_without_a_head():
+    model = tiny_transformer(vocab_size=0, input_vocab_size=64)
+    assert model.head is None and not any("head" in k for k in model.state_dict())
+    hidden = model.forward_hidden(model.embed_inputs(torch.randint(0, 64, (1, 5))))
+    assert hidden.shape == (1, 5, 64)
+    with pytest.raises(ValueError, match="no output head"):
+        model.logits(hidden)
+    with pytest.raises(ValueError, match="needs input_vocab_size"):
+        tiny_transformer(vocab_size=0)
+    with pytest.raises(ValueError, match="vocab_size=-1"):
+        tiny_transformer(vocab_size=-1)

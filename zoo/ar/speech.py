@@ -22,7 +22,6 @@ filled lazily, so decoding with MCTP equals the teacher-forced training computat
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from itertools import cycle
 
@@ -217,6 +216,9 @@ class SpeechLM(AtomicSaveMixin, ModelMixin, ConfigMixin):
         >>> # CodecTTSPipeline(lm=lm, codec=zoo.load("codec-speech"), ...) generates speech with it
     """
 
+    # checkpoints from before the headless backbone hold an empty [0, hidden] head
+    _keys_to_ignore_on_load_unexpected = [r"^backbone\.head\.weight$"]
+
     @register_to_config
     def __init__(self, text_vocab_size: int = 31, max_text_tokens: int = 200, num_codebooks: int = 8,
                  codebook_size: int = 1024, delays: list[int] | None = None, max_frames: int = 400,
@@ -231,13 +233,11 @@ class SpeechLM(AtomicSaveMixin, ModelMixin, ConfigMixin):
             raise ValueError(f"max_frames={max_frames} leaves no room for audio after the delays {delays}.")
         self.delays = delays
         self.end_id, self.start_id = codebook_size, codebook_size + 1
-        with warnings.catch_warnings():  # the backbone has no output head of its own: the depth transformer predicts
-            warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
-            self.backbone = ARTransformer(
-                vocab_size=0, input_vocab_size=text_vocab_size, hidden_size=hidden_size, num_layers=num_layers,
-                num_heads=num_heads, num_prefix_tokens=max_text_tokens, seq_len=max_frames,
-                position_embedding="rope_1d", rope_prefix="positions", resid_dropout=dropout, ffn_dropout=dropout)
-        self.backbone.head.requires_grad_(False)
+        # no output head of its own (vocab_size=0): the depth transformer predicts the codebooks
+        self.backbone = ARTransformer(
+            vocab_size=0, input_vocab_size=text_vocab_size, hidden_size=hidden_size, num_layers=num_layers,
+            num_heads=num_heads, num_prefix_tokens=max_text_tokens, seq_len=max_frames,
+            position_embedding="rope_1d", rope_prefix="positions", resid_dropout=dropout, ffn_dropout=dropout)
         self.frame_embedding = nn.Embedding(num_codebooks * (codebook_size + 2), hidden_size)
         nn.init.normal_(self.frame_embedding.weight, std=0.02)
         self.depth = DepthTransformer(num_codebooks, codebook_size + 1, codebook_size + 2, hidden_size,

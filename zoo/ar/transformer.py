@@ -57,7 +57,8 @@ class ARTransformer(AtomicSaveMixin, ModelMixin, ConfigMixin):
     """Decoder-only transformer for token (or continuous-vector) sequences with a condition prefix.
 
     Args:
-        vocab_size: size of the output head (and of the token embedding unless `input_dim` is set).
+        vocab_size: size of the output head (and of the token embedding unless `input_dim` is set); 0 builds
+            no head (a backbone whose states another module reads: the speech LM's depth transformer).
         input_vocab_size: size of the token embedding when it differs from the head (CTF's stage 2 reads
             coarse cluster labels and predicts fine codebook ids); default vocab_size.
         hidden_size, num_layers, num_heads, num_kv_heads: width, depth, query heads, KV heads (GQA).
@@ -133,7 +134,7 @@ class ARTransformer(AtomicSaveMixin, ModelMixin, ConfigMixin):
             for _ in range(num_layers)
         )
         self.norm = RMSNorm(hidden_size, eps=norm_eps)
-        self.head = Linear(hidden_size, vocab_size, bias=False)
+        self.head = Linear(hidden_size, vocab_size, bias=False) if vocab_size > 0 else None
         self._init_weights()
 
         # Position tables are plain float32 tensors, not buffers: casting the model to bf16 must not
@@ -146,6 +147,10 @@ class ARTransformer(AtomicSaveMixin, ModelMixin, ConfigMixin):
     # ----------------------------------------------------------------- construction
     def _validate_config(self) -> int:
         c = self.config
+        if not isinstance(c.vocab_size, int) or c.vocab_size < 0:
+            raise ValueError(f"vocab_size={c.vocab_size!r}; pass the output vocabulary (an int >= 1), or 0 for no head.")
+        if c.vocab_size == 0 and c.input_dim is None and not c.input_vocab_size:
+            raise ValueError("a model without a head (vocab_size=0) needs input_vocab_size or input_dim for its inputs.")
         if c.hidden_size % c.num_heads:
             raise ValueError(f"hidden_size={c.hidden_size} is not divisible by num_heads={c.num_heads}; "
                              "pass a num_heads that divides it.")
@@ -190,7 +195,7 @@ class ARTransformer(AtomicSaveMixin, ModelMixin, ConfigMixin):
                 nn.init.normal_(module.weight, std=std)
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
-        if self.config.zero_init_head:
+        if self.config.zero_init_head and self.head is not None:
             nn.init.zeros_(self.head.weight)
 
     def _rope_table(self) -> torch.Tensor | None:
@@ -289,6 +294,9 @@ class ARTransformer(AtomicSaveMixin, ModelMixin, ConfigMixin):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final hidden states [..., hidden] (already normed) -> float32 logits [..., vocab]."""
+        if self.head is None:
+            raise ValueError("this model has no output head (vocab_size=0): read its hidden states with "
+                             "forward_hidden instead.")
         return self.head(hidden).float()
 
     # ----------------------------------------------------------------- transformer body
