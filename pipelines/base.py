@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from diffusers import DiffusionPipeline
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
-from zoo.ar import NextTokenStep, generate
+from zoo.ar import NextTokenStep, generate_steps
 from zoo.display import ImageGridDisplay
 from zoo.hub import import_component_modules, resolve
 from zoo.utils.io import AtomicSaveMixin
@@ -67,15 +67,21 @@ class ZooPipeline(AtomicSaveMixin, DiffusionPipeline):
             raise ValueError(f"callback_on_step_end_tensor_inputs {sorted(bad)} are not available; "
                              f"pass a subset of {self._callback_tensor_inputs}.")
 
-    def generate_tokens(self, num_tokens: int, callback_on_step_end=None, model=None, **generate_kwargs):
-        """`zoo.ar.generate` on `model` (default self.transformer) with the pipeline's progress bar (one
-        tick per AR step: a Token-Shuffle step emits a window) and diffusers'
-        `callback_on_step_end(pipe, step, None, {"tokens": tokens_so_far})`."""
+    def generate_token_steps(self, num_tokens: int, callback_on_step_end=None, model=None, **generate_kwargs):
+        """`zoo.ar.generate_steps` on `model` (default self.transformer), yielding the output after every AR
+        step, with the pipeline's progress bar (one tick per AR step: a Token-Shuffle step emits a window, a
+        speech step a frame) and diffusers' `callback_on_step_end(pipe, step, None, {"tokens": so_far})`."""
         step = generate_kwargs.get("step") or NextTokenStep()
         with self.progress_bar(total=step.num_steps(num_tokens)) as bar:
-            def on_step(i, tokens):
-                bar.update(step.num_steps(tokens.shape[1]) - bar.n)  # given prompt tokens count as done
+            for i, out in enumerate(generate_steps(model or self.transformer, num_tokens, **generate_kwargs)):
+                bar.update(step.num_steps(out.tokens.shape[1]) - bar.n)  # given prompt tokens count as done
                 if callback_on_step_end is not None:
-                    callback_on_step_end(self, i, None, {"tokens": tokens})
+                    callback_on_step_end(self, i, None, {"tokens": out.tokens})
+                yield out
 
-            return generate(model or self.transformer, num_tokens, callback=on_step, **generate_kwargs)
+    def generate_tokens(self, num_tokens: int, callback_on_step_end=None, model=None, **generate_kwargs):
+        """`generate_token_steps` run to the end: the final `GenerationOutput`."""
+        out = None
+        for out in self.generate_token_steps(num_tokens, callback_on_step_end, model, **generate_kwargs):
+            pass
+        return out

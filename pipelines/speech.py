@@ -18,7 +18,6 @@ import torch
 from diffusers.utils import BaseOutput, logging
 
 from tokenizers_audio import SpeechCodec
-from zoo.ar import generate_steps
 from zoo.ar.speech import FrameStep, SpeechLM, delay_codes, undelay_codes
 from zoo.audio import prepare
 from zoo.data.speech import ALPHABET, phonemize
@@ -129,23 +128,21 @@ class _SpeechLMPipeline(ZooPipeline):
                           guidance_scale=guidance_scale)
         if prompt_frames is not None:
             kwargs["prompt_tokens"] = prompt_frames.transpose(1, 2).flatten(1).to(device)
-        step = FrameStep(lm, mctp_schedule)
         lengths, searched = [None] * B, lm.delays[0]  # END is searched for in the frames not yet searched
-        with self.progress_bar(total=step.num_steps(num_frames * Q)) as bar:
-            for i, out in enumerate(generate_steps(lm.backbone, num_frames * Q, step=step, **kwargs)):
-                bar.update(1)
-                n = out.tokens.shape[1] // Q
-                frames = out.tokens.view(B, n, Q).transpose(1, 2)  # [B, Q, n] delayed
-                for row in range(B):
-                    if lengths[row] is None:
-                        ends = (frames[row, 0, searched:] == lm.end_id).nonzero()
-                        lengths[row] = searched - lm.delays[0] + int(ends[0]) if len(ends) else None
-                searched = max(n, lm.delays[0])
-                if callback_on_step_end is not None:
-                    callback_on_step_end(self, i, None, {"tokens": out.tokens})
-                yield (undelay_codes(frames, lm.delays) if n > D else frames[:, :, :0]), lengths
-                if all(length is not None and n >= length + D for length in lengths):
-                    break
+        steps = self.generate_token_steps(num_frames * Q, callback_on_step_end, model=lm.backbone,
+                                          step=FrameStep(lm, mctp_schedule), **kwargs)
+        for out in steps:
+            n = out.tokens.shape[1] // Q
+            frames = out.tokens.view(B, n, Q).transpose(1, 2)  # [B, Q, n] delayed
+            for row in range(B):
+                if lengths[row] is None:
+                    ends = (frames[row, 0, searched:] == lm.end_id).nonzero()
+                    lengths[row] = searched - lm.delays[0] + int(ends[0]) if len(ends) else None
+            searched = max(n, lm.delays[0])
+            yield (undelay_codes(frames, lm.delays) if n > D else frames[:, :, :0]), lengths
+            if all(length is not None and n >= length + D for length in lengths):
+                steps.close()  # closes the progress bar too
+                break
         if any(length is None for length in lengths):
             logger.warning(f"speech reached the frame budget ({num_frames} frames) before its end; it is cut there. "
                            "Raise max_seconds or shorten the text.")
