@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+import zoo
 from tokenizers_visual.flextok import FlexTok, causal_last_mask, patchify, unpatchify
 from weights_registry.converters.flextok import convert_flextok, convert_flextok_checkpoint, flextok_keys
 from zoo.flow.rectified import Guidance, noise_path, sample_euler, uniform_time_scheduler
@@ -401,3 +402,21 @@ def test_zoo_reconstruct_an_image_with_flextok(tiny, tmp_path):
             "--out", str(tmp_path / "out.png")]
     assert main(args) == 0
     assert Image.open(tmp_path / "out.png").size == (32, 32)
+
+
+def test_builtin_vae_shapes_reconstructs(offline):
+    """The built-in latent space loads offline through zoo.load and keeps the image (FlexTok's ceiling)."""
+    from diffusers import AutoencoderKL
+
+    from tokenizers_visual.latents import vae_decode, vae_encode
+    from zoo.data.shapes import ShapesDataset
+    from zoo.metrics.image import psnr
+
+    vae = zoo.load("vae-shapes")
+    assert isinstance(vae, AutoencoderKL) and vae.config.latent_channels == 4
+    data = ShapesDataset("test", size=64, length=8)
+    images = torch.stack([data[i]["image"] for i in range(8)])
+    with torch.no_grad():
+        latents = vae_encode(vae, images)
+        assert latents.shape == (8, 4, 16, 16) and 0.5 < latents.std() < 2  # scaled to about unit variance
+        assert psnr(vae_decode(vae, latents).clamp(-1, 1), images) > 25

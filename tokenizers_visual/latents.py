@@ -43,12 +43,14 @@ def frozen_vae(config: dict, image_size: int, patch_size: int):
     return vae, (image_size // downsample // patch_size,) * 2
 
 
-def with_pretrained_vae(cls, vae_folder, **kwargs):
-    """Build a latent tokenizer `cls(vae_config=..., **kwargs)` around the AutoencoderKL saved in `vae_folder`,
-    with its weights (the training recipes' starting point)."""
+def with_pretrained_vae(cls, vae, **kwargs):
+    """Build a latent tokenizer `cls(vae_config=..., **kwargs)` around an AutoencoderKL (a folder, a built-in
+    name such as "vae-shapes" or a Hub id), with its weights (the training recipes' starting point)."""
     from diffusers import AutoencoderKL
 
-    vae = AutoencoderKL.from_pretrained(vae_folder)
+    from zoo.hub import resolve
+
+    vae = AutoencoderKL.from_pretrained(resolve(vae))
     model = cls(vae_config={k: v for k, v in vae.config.items() if not k.startswith("_")}, **kwargs)
     model.vae.load_state_dict(vae.state_dict())
     return model

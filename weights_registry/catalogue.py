@@ -95,6 +95,8 @@ _ENTRIES += [
 _BUILTINS = [
     Entry("shapes-classifier", "builtin", "Shapes attribute classifier; feature space of Shapes-FID / Shapes-IS "
           "(zoo recipe: zoo train shapes-classifier)", folder="shapes-classifier"),
+    Entry("vae-shapes", "builtin", "AutoencoderKL for 64x64 Shapes: 4 x 16 x 16 latents (f4), the latent space of "
+          "FlexTok / KARL (zoo recipe: zoo train vae-shapes)", folder="vae-shapes"),
     Entry("vq-shapes", "builtin", "LlamaGen-style VQ tokenizer for 64x64 Shapes: 16x16 tokens, 4096 codes "
           "(zoo recipe: zoo train vq-shapes; version 2, 5,000 steps)", folder="vq-shapes"),
     Entry("llamagen-shapes", "builtin", "Class-conditional LlamaGen-style AR model over vq-shapes tokens "

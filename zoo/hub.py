@@ -132,11 +132,23 @@ def import_component_modules(folder: Path):
                                  "diffusers loads; import it yourself before loading if you trust it.")
 
 
+def _model_class(class_name: str):
+    """A zoo class by name, else one of diffusers' (imported on use: diffusers' namespace is slow to import)."""
+    import zoo
+
+    cls = getattr(zoo, class_name, None)
+    if cls is None:
+        import diffusers
+
+        cls = getattr(diffusers, class_name, None)
+    return cls
+
+
 def load(name_or_path: str | os.PathLike, **kwargs):
     """Load a zoo pipeline or model by built-in name, local folder or Hub id.
 
-    A folder with `model_index.json` loads as its pipeline class; one with `config.json` as a model.
-    Keyword arguments (torch_dtype, revision, cache_dir, ...) go to `from_pretrained`.
+    A folder with `model_index.json` loads as its pipeline class; one with `config.json` as a model (a zoo
+    class, or one of diffusers' models such as the `AutoencoderKL` of `vae-shapes`). Keyword arguments (torch_dtype, revision, cache_dir, ...) go to `from_pretrained`.
 
     Examples:
         >>> import zoo
@@ -147,15 +159,14 @@ def load(name_or_path: str | os.PathLike, **kwargs):
         'VQModel'
         >>> zoo.load("my-org/my-model", revision="main")  # a Hub id  # doctest: +SKIP
     """
-    import zoo
-
     folder = resolve(name_or_path, revision=kwargs.pop("revision", None), cache_dir=kwargs.get("cache_dir"),
                      local_files_only=kwargs.get("local_files_only", False))
     for file in ("model_index.json", "config.json"):
         if (folder / file).is_file():
             class_name = json.loads((folder / file).read_text()).get("_class_name")
-            cls = getattr(zoo, class_name, None) if class_name else None
+            cls = _model_class(class_name) if class_name else None
             if cls is None:
-                raise ValueError(f"{folder / file} names class {class_name!r}, which zoo does not provide.")
+                raise ValueError(f"{folder / file} names class {class_name!r}, which neither zoo nor diffusers "
+                                 "provides.")
             return cls.from_pretrained(folder, **kwargs)
     raise ModelNotFoundError(f"{folder} holds neither model_index.json (a pipeline) nor config.json (a model).")

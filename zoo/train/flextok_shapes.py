@@ -89,7 +89,8 @@ def flextok_loss(model, batch):
 def add_latent_arguments(p: argparse.ArgumentParser, steps: int, lr: float):
     """The arguments every recipe over the `vae-shapes` latents shares (FlexTok, KARL)."""
     p.add_argument("--out", required=True, help="output folder (checkpoints, logs, model/)")
-    p.add_argument("--vae", required=True, help="folder of the AutoencoderKL (zoo train vae-shapes ... /model)")
+    p.add_argument("--vae", required=True, help="the AutoencoderKL: built-in vae-shapes, a folder (zoo train "
+                   "vae-shapes ... /model) or a Hub id")
     p.add_argument("--steps", type=int, default=steps)
     p.add_argument("--batch-size", type=int, default=32, help="per process")
     p.add_argument("--lr", type=float, default=lr)
