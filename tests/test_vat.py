@@ -239,3 +239,24 @@ def test_render_mesh():
     assert (np.asarray(render_mesh(trimesh.Trimesh(), size=32)) == 255).all()
     with pytest.raises(ValueError, match="size"):
         render_mesh(trimesh.Trimesh(), size=4)
+
+
+def test_training_can_skip_quantisation_per_shape():
+    torch.manual_seed(0)
+    vat = VAT(**TINY).train()
+    points, normals, queries, occupancy = _item()
+    points, normals, queries = points.repeat(2, 1, 1), normals.repeat(2, 1, 1), queries.repeat(2, 1, 1)
+    with torch.no_grad():
+        mean, _ = vat.encode_gaussian(points, normals)
+        torch.manual_seed(1)
+        skipped = vat(points, normals, queries, no_quantization_rate=1.0)
+        torch.manual_seed(1)
+        quantised = vat(points, normals, queries)
+    assert not torch.allclose(skipped["logits"], quantised["logits"])  # rate 1: the decoder reads the latents
+    assert torch.allclose(skipped["vq"], quantised["vq"])  # the quantiser still learns on every shape
+    vat.eval()
+    with torch.no_grad():  # inference always quantises
+        assert torch.allclose(vat(points, normals, queries, no_quantization_rate=1.0)["logits"],
+                              vat(points, normals, queries)["logits"])
+    with pytest.raises(ValueError, match="no_quantization_rate"):
+        vat(points, normals, queries, no_quantization_rate=1.5)

@@ -10,8 +10,10 @@ its cost.
 Loss: occupancy BCE + `--kl-weight` x KL + the multi-scale quantiser's codebook and commitment terms
 (VAR's), dead codes restarted on recent residuals. Sizes (VAT gives none for its released scale):
 64 latents of 16 dims in 7 scales (1, 2, 4, ..., 64: 127 tokens), one shared codebook of 1,024 codes
-(10 bits: 159 bytes a shape), width 128 with 4 encoder and 4 decoder layers, triplanes of 32 x 32 x 32
-channels from 8 x 8 tokens per plane.
+(10 bits: 159 bytes a shape), width 128 with 4 encoder and 4 decoder layers of 4 heads, triplanes of
+32 x 32 x 32 channels from 8 x 8 tokens per plane. Half of the shapes of every batch are decoded from the
+continuous latents (`--no-quant-rate`, Mimi's training trick): the quantiser alone slowed the escape from
+the "mean shape" every autoencoder of this kind first learns (BCE 0.42 against 0.46 after 400 steps).
 """
 
 from __future__ import annotations
@@ -27,13 +29,14 @@ def build_model(args):
     from tokenizers_visual.vat import VAT
 
     return VAT(num_latents=args.latents, latent_dim=args.latent_dim, codebook_size=args.codebook_size,
-               width=args.width, encoder_depth=args.depth, decoder_depth=args.depth, head_dim=64,
+               width=args.width, encoder_depth=args.depth, decoder_depth=args.depth, head_dim=args.head_dim,
                triplane_resolution=32, triplane_patch=4, triplane_channels=32, mlp_hidden=128)
 
 
-def make_loss(kl_weight: float):
+def make_loss(kl_weight: float, no_quantization_rate: float = 0.0):
     def loss(model, batch):
-        out = model(batch["points"], batch["normals"], batch["queries"], batch["occupancy"])
+        out = model(batch["points"], batch["normals"], batch["queries"], batch["occupancy"],
+                    no_quantization_rate=no_quantization_rate)
         total = out["bce"] + kl_weight * out["kl"] + out["vq"]
         return total, {"bce": out["bce"].item(), "kl": out["kl"].item(), "vq": out["vq"].item(),
                        "residual_last": out["residuals"][-1].item()}
@@ -67,7 +70,10 @@ def parse(argv):
     p.add_argument("--codebook-size", type=int, default=1024)
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--head-dim", type=int, default=32, help="attention head width (128 / 32 = 4 heads)")
     p.add_argument("--kl-weight", type=float, default=1e-4)
+    p.add_argument("--no-quant-rate", type=float, default=0.5,
+                   help="share of shapes decoded from the continuous latents in training (Mimi's 0.5)")
     p.add_argument("--restart-every", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -80,7 +86,7 @@ def main(argv=None) -> int:
         cache_primitives(cache, "train", args.shapes)
     config = cosine_config(args)
     data = CachedPrimitives(cache, num_points=args.points, num_queries=args.queries, seed=args.seed)
-    model = train(build_model(args), data, make_loss(args.kl_weight), config,
+    model = train(build_model(args), data, make_loss(args.kl_weight, args.no_quant_rate), config,
                   hooks=[dead_code_restarts(args.restart_every)])
     save_on_main(model, f"{args.out}/model")
     return 0
