@@ -160,6 +160,7 @@ def test_flextok_benchmark_on_tiny_tokenizers(tmp_path, monkeypatch):
     result = json.loads((tmp_path / "flextok.quick.json").read_text())
     systems = [r["system"] for r in result["rows"]]
     assert [r["tokens"] for r in result["rows"] if r["system"].startswith("flextok k=")] == [1, 2, 4, 8, 16]
+    assert systems[0] == "VAE reconstructions (the ceiling)" and "psnr_db" in result["rows"][0]
     assert "flextok-ar k=2" in systems and "flextok-ar k=8" in systems
     assert any(s.startswith("karl max_error=0.02") for s in systems)
     assert len(result["claims"]) == 4 and all(isinstance(c["holds"], bool) for c in result["claims"])
@@ -204,6 +205,7 @@ def test_figures_are_drawn_from_results(tmp_path):
     results += [
         {"benchmark": "flextok", **common, "rows": [
             {"system": f"flextok k={k}", "tokens": k, "psnr_db": 20 + k, "shapes_rfid": 100 / k} for k in (1, 4, 16)]
+            + [{"system": "VAE reconstructions (the ceiling)", "psnr_db": 40.0, "shapes_rfid": 5.0}]
             + [{"system": "flextok-ar k=8", "tokens": 8, "shapes_fid": 50.0, "images_per_s": 3.0}]},
         {"benchmark": "vat", **common, "rows": [
             {"system": f"vat {s} scales", "tokens": t, "compression": c, "fscore@0.02": f, "fscore@0.01": f / 2}
