@@ -420,3 +420,21 @@ def test_builtin_vae_shapes_reconstructs(offline):
         latents = vae_encode(vae, images)
         assert latents.shape == (8, 4, 16, 16) and 0.5 < latents.std() < 2  # scaled to about unit variance
         assert psnr(vae_decode(vae, latents).clamp(-1, 1), images) > 25
+
+
+def test_builtin_flextok_shapes_orders_its_tokens(offline):
+    """The built-in tokenizer loads offline, tokenizes to 64 ids and reconstructs better from more tokens."""
+    from zoo.data.shapes import ShapesDataset
+    from zoo.metrics.image import psnr
+
+    flextok = zoo.load("flextok-shapes")
+    assert flextok.num_registers == 64 and flextok.codebook_size == 1000
+    data = ShapesDataset("test", size=64, length=8)
+    images = torch.stack([data[i]["image"] for i in range(8)])
+    with torch.no_grad():
+        ids = flextok.tokenize(images)
+        assert ids.shape == (8, 64) and int(ids.max()) < 1000
+        quality = {k: psnr(flextok.detokenize(ids[:, :k], num_inference_steps=10, guidance_scale=3.0, apg=False,
+                                              generator=torch.Generator().manual_seed(0)).clamp(-1, 1), images)
+                   for k in (1, 64)}
+    assert quality[64] > quality[1] + 1 and quality[64] > 13

@@ -97,6 +97,9 @@ _BUILTINS = [
           "(zoo recipe: zoo train shapes-classifier)", folder="shapes-classifier"),
     Entry("vae-shapes", "builtin", "AutoencoderKL for 64x64 Shapes: 4 x 16 x 16 latents (f4), the latent space of "
           "FlexTok / KARL (zoo recipe: zoo train vae-shapes)", folder="vae-shapes"),
+    Entry("flextok-shapes", "builtin", "FlexTok for 64x64 Shapes over vae-shapes latents: 1..64 ordered 1D tokens, "
+          "1,000 FSQ codes, rectified-flow decoder (zoo recipe: zoo train flextok-shapes; version 1, 3,000 steps)",
+          folder="flextok-shapes", paper="https://arxiv.org/abs/2502.13967"),
     Entry("vq-shapes", "builtin", "LlamaGen-style VQ tokenizer for 64x64 Shapes: 16x16 tokens, 4096 codes "
           "(zoo recipe: zoo train vq-shapes; version 2, 5,000 steps)", folder="vq-shapes"),
     Entry("llamagen-shapes", "builtin", "Class-conditional LlamaGen-style AR model over vq-shapes tokens "
