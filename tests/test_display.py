@@ -4,6 +4,7 @@ import base64
 import io
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -36,6 +37,11 @@ def test_image_and_mesh_outputs_are_pngs():
     png = FlexTokPipelineOutput(images=images, tokens=[])._repr_png_()
     assert Image.open(io.BytesIO(png)).size == (16, 16)  # 2 x 2 grid
     assert FlexTokPipelineOutput(images=np.zeros((1, 8, 8, 3)), tokens=[])._repr_png_() is None
+    from zoo.display import image_grid
+
+    assert image_grid(images, columns=3).size == (24, 8) and image_grid(images, columns=1).size == (8, 24)
+    with pytest.raises(ValueError, match="columns"):
+        image_grid(images, columns=0)
     meshes = VAT3DPipelineOutput(meshes=[trimesh.creation.box(extents=(1, 1, 1))], tokens=[])
     assert Image.open(io.BytesIO(meshes._repr_png_())).size == (192, 192)
 

@@ -39,14 +39,18 @@ def png_bytes(image) -> bytes:
     return buffer.getvalue()
 
 
-def image_grid(images, background=(255, 255, 255)):
-    """PIL images (of one size) in an about-square grid, row by row; the last row may be short."""
+def image_grid(images, background=(255, 255, 255), columns: int | None = None):
+    """PIL images (of one size) in a grid, row by row, `columns` wide (default: about square); the last
+    row may be short."""
     from PIL import Image
 
     images = list(images)
     if not images:
         raise ValueError("pass at least one image.")
-    columns = math.ceil(math.sqrt(len(images)))
+    if columns is None:
+        columns = math.ceil(math.sqrt(len(images)))
+    elif isinstance(columns, bool) or not isinstance(columns, int) or columns < 1:
+        raise ValueError(f"columns must be a positive int (or None for an about-square grid), got {columns!r}.")
     width, height = images[0].size
     grid = Image.new("RGB", (columns * width, math.ceil(len(images) / columns) * height), background)
     for i, image in enumerate(images):
