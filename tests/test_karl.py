@@ -65,6 +65,22 @@ def test_training_phases_give_finite_losses_and_gradients(images):
     assert all(p.grad is None for p in model.vae.parameters())
 
 
+def test_phase_one_asks_for_low_errors_only(images, monkeypatch):
+    """As the official code: the estimation phase, which marks every used token active, is conditioned on
+    bins <= 0.04 only (otherwise it teaches "keep all" under the high-error bins phase 2 teaches to halt)."""
+    from tokenizers_visual.karl import ESTIMATE_MAX_ERROR
+
+    model = KARLTokenizer(vae_config=TINY_VAE, image_size=32, max_tokens=16, token_counts=[4, 8],
+                          codebook_size=64, dim=64, encoder_depth=1, decoder_depth=1, head_dim=32).train()
+    seen, encode = [], model.encode
+    monkeypatch.setattr(model, "encode", lambda latents, error_bin, active=None: (seen.append(error_bin), encode(
+        latents, error_bin, active))[1])
+    latents = model.encode_latents(images.repeat(8, 1, 1, 1))
+    model.training_losses(images.repeat(8, 1, 1, 1), latents, generator=torch.Generator().manual_seed(0))
+    phase_one = model.error_bins[seen[0]]
+    assert len(seen) == 2 and (phase_one <= ESTIMATE_MAX_ERROR).all() and len(set(seen[0].tolist())) > 1
+
+
 def test_save_and_load_round_trip(karl, images, tmp_path):
     karl.save_pretrained(tmp_path / "karl")
     loaded = KARLTokenizer.from_pretrained(tmp_path / "karl").eval()

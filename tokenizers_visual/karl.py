@@ -42,6 +42,8 @@ from .latents import check_square_images, frozen_vae, vae_decode, vae_encode
 
 # KARL's 19 error bins span 0.005 .. 0.38 (mean L1 in pixel units); zoo spaces them geometrically.
 KARL_ERROR_BINS = [round(float(x), 4) for x in np.geomspace(0.005, 0.38, 19)]
+# phase 1 ("estimate image complexity") draws its condition from the bins up to this error, as the official code
+ESTIMATE_MAX_ERROR = 0.04
 
 
 @dataclass
@@ -234,7 +236,8 @@ class KARLTokenizer(AtomicSaveMixin, ModelMixin, ConfigMixin):
         """One KARL iteration on a batch; returns the losses (sum them) and statistics.
 
         1. Estimate image complexity: a random budget T_i per image (from `token_counts`) and a random error
-           bin; encode and decode with only the first T_i tokens, no halting; measure the error it reaches;
+           bin at most `ESTIMATE_MAX_ERROR` (the official code's; its decay of that distribution toward the
+           bins the model reaches is left out); encode and decode with only the first T_i tokens, no halting; measure the error it reaches;
            halting target 0 for the used tokens.
         2. Learn to tokenize complexity: re-encode with the full budget, conditioned on that error's bin;
            halting target 1 for tokens T_i.., 0 before; the decoder drops the tokens it predicts halted.
@@ -243,7 +246,11 @@ class KARLTokenizer(AtomicSaveMixin, ModelMixin, ConfigMixin):
         counts = torch.tensor(self.config.token_counts or list(range(16, T + 1, 16)), device=device)
         budget = counts[torch.randint(len(counts), (B,), generator=generator).to(device)]
         used = torch.arange(T, device=device)[None] < budget[:, None]  # [B, T]
-        random_bin = torch.randint(len(self.error_bins), (B,), generator=generator).to(device)
+        # the official phase 1 asks for a low error (a bin <= 0.04) while it marks every used token active;
+        # asking for any bin would also teach "keep every token" under the high-error bins that phase 2
+        # teaches to halt early, and the two targets cancel (zoo's first run never learnt to halt)
+        low_bins = int((self.error_bins <= ESTIMATE_MAX_ERROR).sum().clamp(min=1))
+        random_bin = torch.randint(low_bins, (B,), generator=generator).to(device)
 
         codes, halt = self.encode(latents, random_bin, used)
         quantized, _, vq = self.quantize(codes)

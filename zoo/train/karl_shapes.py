@@ -51,13 +51,28 @@ def parse(argv):
     p.add_argument("--width", type=int, default=128, help="a multiple of 64 (two phases a step: half FlexTok's width)")
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--restart-every", type=int, default=250)
+    p.add_argument("--init", default=None, help="a trained KARL (folder or built-in name) to fine-tune from; its "
+                                                "architecture replaces the size arguments")
     return p.parse_args(argv)
+
+
+def initial_model(args):
+    """A fresh model from the size arguments, or the trained KARL that --init names."""
+    if args.init is None:
+        return build_model(args)
+    import zoo
+    from tokenizers_visual.karl import KARLTokenizer
+
+    model = zoo.load(args.init)
+    if not isinstance(model, KARLTokenizer):
+        raise SystemExit(f"--init {args.init} is a {type(model).__name__}, not a KARLTokenizer.")
+    return model.float()
 
 
 def main(argv=None) -> int:
     args = parse(argv)
     config = cosine_config(args)
-    model = build_model(args)
+    model = initial_model(args)
     cache = Path(args.latent_cache or args.out) / f"latents-train-{args.images}.safetensors"
     model = train(model, LatentCache(model, args.size, args.images, cache), karl_loss, config,
                   hooks=[dead_code_restarts(args.restart_every)])
