@@ -90,18 +90,22 @@ def tts_spectrogram():
 
 
 def flextok_prefixes():
-    """Test images and their reconstructions from the first 1, 4, 16 and 64 FlexTok tokens."""
+    """Three test images (columns; the originals on top), then rebuilt from their first 1, 4, 16 and 64
+    FlexTok tokens (rows below); decoder guidance 3 without APG, the built-in's best setting."""
+    from diffusers.image_processor import VaeImageProcessor
+
     import zoo
     from zoo.data.shapes import ShapesDataset
+    from zoo.display import image_grid
 
     pipe = zoo.load("flextok-ar-shapes")
     pipe.set_progress_bar_config(disable=True)
     data = ShapesDataset("test", size=pipe.tokenizer.config.image_size, length=3)
     images = torch.stack([data[i]["image"] for i in range(3)])
-    rows = []
+    rows = VaeImageProcessor().postprocess(images, output_type="pil")
     for k in (1, 4, 16, 64):
-        rows += pipe(images=images, num_tokens=k, generator=_generators(3)).images
-    return _grid(rows)
+        rows += pipe(images=images, num_tokens=k, decoder_guidance_scale=3.0, apg=False, generator=_generators(3)).images
+    return image_grid(rows, columns=3)
 
 
 def vat_samples():

@@ -438,3 +438,32 @@ def test_builtin_flextok_shapes_orders_its_tokens(offline):
                                               generator=torch.Generator().manual_seed(0)).clamp(-1, 1), images)
                    for k in (1, 64)}
     assert quality[64] > quality[1] + 1 and quality[64] > 13
+
+
+def test_builtin_karl_shapes_spends_more_tokens_for_less_error(offline):
+    from zoo.data.shapes import ShapesDataset
+
+    karl = zoo.load("karl-shapes")
+    data = ShapesDataset("test", size=64, length=8)
+    images = torch.stack([data[i]["image"] for i in range(8)])
+    with torch.no_grad():
+        strict, loose = (karl.tokenize(images, max_error=e).num_tokens.float().mean() for e in (0.01, 0.08))
+    assert 1 <= loose <= strict <= karl.max_tokens
+
+
+def test_builtin_flextok_ar_shapes_generates_offline(offline, tmp_path):
+    from PIL import Image
+
+    from zoo.cli import main
+
+    pipe = zoo.load("flextok-ar-shapes")
+    assert pipe.karl is not None and pipe.config.class_names[0] == "circle"
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(class_labels=["circle", "star"], num_tokens=[2, 5], num_inference_steps=3,
+               generator=torch.Generator().manual_seed(0))
+    assert [len(t) for t in out.tokens] == [2, 5] and out.images[0].size == (64, 64)
+    auto = pipe(class_labels="ring", num_tokens="auto", num_inference_steps=3, generator=torch.Generator().manual_seed(0))
+    assert 1 <= len(auto.tokens[0]) <= 64
+    assert main(["generate", "flextok-ar-shapes", "--class", "square", "--num-tokens", "8", "--steps", "3",
+                 "--out", str(tmp_path / "grid.png")]) == 0
+    assert Image.open(tmp_path / "grid.png").size == (64, 64)

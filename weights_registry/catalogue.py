@@ -100,6 +100,13 @@ _BUILTINS = [
     Entry("flextok-shapes", "builtin", "FlexTok for 64x64 Shapes over vae-shapes latents: 1..64 ordered 1D tokens, "
           "1,000 FSQ codes, rectified-flow decoder (zoo recipe: zoo train flextok-shapes; version 1, 3,000 steps)",
           folder="flextok-shapes", paper="https://arxiv.org/abs/2502.13967"),
+    Entry("karl-shapes", "builtin", "KARL one-pass adaptive tokenizer for 64x64 Shapes over vae-shapes latents: up to "
+          "64 tokens, as many as a target error needs (zoo recipe: zoo train karl-shapes; version 1, 2,000 steps)",
+          folder="karl-shapes", paper="https://arxiv.org/abs/2507.07995"),
+    Entry("flextok-ar-shapes", "builtin", "Class-conditional AR generation over flextok-shapes tokens, any prefix "
+          "length, KARL-chosen lengths with num_tokens='auto' (FlexTokPipeline; zoo recipe: zoo train "
+          "flextok-ar-shapes; version 1, 2,000 steps)", folder="flextok-ar-shapes",
+          paper="https://arxiv.org/abs/2502.13967"),
     Entry("vq-shapes", "builtin", "LlamaGen-style VQ tokenizer for 64x64 Shapes: 16x16 tokens, 4096 codes "
           "(zoo recipe: zoo train vq-shapes; version 2, 5,000 steps)", folder="vq-shapes"),
     Entry("llamagen-shapes", "builtin", "Class-conditional LlamaGen-style AR model over vq-shapes tokens "
