@@ -237,8 +237,8 @@ class KARLTokenizer(AtomicSaveMixin, ModelMixin, ConfigMixin):
 
         1. Estimate image complexity: a random budget T_i per image (from `token_counts`) and a random error
            bin at most `ESTIMATE_MAX_ERROR` (the official code's; its decay of that distribution toward the
-           bins the model reaches is left out); encode and decode with only the first T_i tokens, no halting; measure the error it reaches;
-           halting target 0 for the used tokens.
+           bins the model reaches is left out); encode and decode with only the first T_i tokens, no
+           halting; measure the error it reaches; halting target 0 for the used tokens.
         2. Learn to tokenize complexity: re-encode with the full budget, conditioned on that error's bin;
            halting target 1 for tokens T_i.., 0 before; the decoder drops the tokens it predicts halted.
         """
