@@ -159,7 +159,8 @@ def main(argv=None) -> int:
         chance = 1 / pipe.transformer.config.num_classes  # both at chance would "hold" without meaning anything
         claims.append(claim(f"generation stays good at few tokens (class accuracy at k={few['tokens']} at least 80% "
                             f"of that at k={most['tokens']}, which is above twice chance)",
-                            few["class_accuracy"] >= 0.8 * most["class_accuracy"] and most["class_accuracy"] > 2 * chance,
+                            few["class_accuracy"] >= 0.8 * most["class_accuracy"]
+                            and most["class_accuracy"] > 2 * chance,
                             f"{100 * few['class_accuracy']:.0f}% vs {100 * most['class_accuracy']:.0f}% (chance "
                             f"{100 * chance:.0f}%), Shapes-FID {few['shapes_fid']:.0f} vs {most['shapes_fid']:.0f}"))
 

@@ -104,7 +104,8 @@ def flextok_prefixes():
     images = torch.stack([data[i]["image"] for i in range(3)])
     rows = VaeImageProcessor().postprocess(images, output_type="pil")
     for k in (1, 4, 16, 64):
-        rows += pipe(images=images, num_tokens=k, decoder_guidance_scale=3.0, apg=False, generator=_generators(3)).images
+        rows += pipe(images=images, num_tokens=k, decoder_guidance_scale=3.0, apg=False,
+                     generator=_generators(3)).images
     return image_grid(rows, columns=3)
 
 

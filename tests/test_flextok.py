@@ -462,7 +462,8 @@ def test_builtin_flextok_ar_shapes_generates_offline(offline, tmp_path):
     out = pipe(class_labels=["circle", "star"], num_tokens=[2, 5], num_inference_steps=3,
                generator=torch.Generator().manual_seed(0))
     assert [len(t) for t in out.tokens] == [2, 5] and out.images[0].size == (64, 64)
-    auto = pipe(class_labels="ring", num_tokens="auto", num_inference_steps=3, generator=torch.Generator().manual_seed(0))
+    auto = pipe(class_labels="ring", num_tokens="auto", num_inference_steps=3,
+                generator=torch.Generator().manual_seed(0))
     assert 1 <= len(auto.tokens[0]) <= 64
     assert main(["generate", "flextok-ar-shapes", "--class", "square", "--num-tokens", "8", "--steps", "3",
                  "--out", str(tmp_path / "grid.png")]) == 0
