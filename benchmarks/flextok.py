@@ -129,10 +129,10 @@ def main(argv=None) -> int:
     if tokenizer is not None:
         tokenizer = getattr(tokenizer, "tokenizer", tokenizer).eval()
         ks = powers_of_two(tokenizer.num_registers)
-        recon = reconstruction_rows(tokenizer, classifier, real, labels, ks,
-                                    {**decode_kwargs, "guidance_scale": args.decoder_guidance})
-        rows += recon
-        first, last = recon[1], recon[-1]
+        ceiling, *recon = reconstruction_rows(tokenizer, classifier, real, labels, ks,
+                                              {**decode_kwargs, "guidance_scale": args.decoder_guidance})
+        rows += [ceiling, *recon]
+        first, last = recon[0], recon[-1]
         claims.append(claim("reconstruction quality rises with the number of tokens (PSNR and Shapes-rFID at "
                             f"k={last['tokens']} better than at k=1)",
                             last["psnr_db"] > first["psnr_db"] and last["shapes_rfid"] < first["shapes_rfid"],

@@ -73,8 +73,12 @@ def test_phase_one_asks_for_low_errors_only(images, monkeypatch):
     model = KARLTokenizer(vae_config=TINY_VAE, image_size=32, max_tokens=16, token_counts=[4, 8],
                           codebook_size=64, dim=64, encoder_depth=1, decoder_depth=1, head_dim=32).train()
     seen, encode = [], model.encode
-    monkeypatch.setattr(model, "encode", lambda latents, error_bin, active=None: (seen.append(error_bin), encode(
-        latents, error_bin, active))[1])
+
+    def recording_encode(latents, error_bin, active=None):
+        seen.append(error_bin)
+        return encode(latents, error_bin, active)
+
+    monkeypatch.setattr(model, "encode", recording_encode)
     latents = model.encode_latents(images.repeat(8, 1, 1, 1))
     model.training_losses(images.repeat(8, 1, 1, 1), latents, generator=torch.Generator().manual_seed(0))
     phase_one = model.error_bins[seen[0]]
