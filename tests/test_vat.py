@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tokenizers_visual.vat import VAT, fourier_features, logits_to_mesh
+from tokenizers_visual.vat import VAT, farthest_point_sample, fourier_features, logits_to_mesh, morton_order
 from zoo.data.primitives import PrimitivesDataset
 from zoo.metrics.shapes3d import chamfer_fscore, generation_metrics, sample_surface, volume_iou
 from zoo.nn.quantizers import MultiScaleResidualVQ
@@ -82,6 +82,23 @@ def test_each_scale_reduces_the_residual():
     assert next_input.shape == (128, 4, 4)
 
 
+def test_commitment_compares_with_the_final_reconstruction_or_every_scale():
+    torch.manual_seed(0)
+    f = torch.randn(2, 8, 4, requires_grad=True)
+    last = MultiScaleResidualVQ(4, [1, 2, 8], 16, commitment="last_scale")
+    f_hat, _, loss, _ = last(f)
+    loss.backward()
+    # only the commitment term reaches the features: beta * mse(f, final f_hat)
+    assert torch.allclose(f.grad, 0.25 * 2 * (f - f_hat).detach() / f.numel(), atol=1e-7)
+    f.grad = None
+    every = MultiScaleResidualVQ(4, [1, 2, 8], 16, commitment="every_scale")
+    every.load_state_dict(last.state_dict())
+    every(f)[2].backward()
+    assert not torch.allclose(f.grad, 0.25 * 2 * (f - f_hat).detach() / f.numel(), atol=1e-7)
+    with pytest.raises(ValueError, match="commitment"):
+        MultiScaleResidualVQ(4, [1, 2, 8], 16, commitment="first")
+
+
 def test_decode_of_encode_has_high_iou_and_makes_a_mesh(fitted, tmp_path):
     import trimesh
 
@@ -132,6 +149,32 @@ def test_fourier_features():
     f = fourier_features(xyz, 2)
     assert f.shape == (1, 15) and torch.equal(f[0, :3], xyz[0])
     assert torch.allclose(f[0, 3:9], torch.sin(torch.pi * torch.tensor([0.5, 1.0, -0.25, -0.5, 0.0, 0.0])))
+
+
+def test_farthest_points_spread_and_morton_order_sorts_space():
+    corners = torch.tensor([[x, y, z] for x in (-1.0, 1.0) for y in (-1.0, 1.0) for z in (-1.0, 1.0)])
+    cloud = torch.cat([corners, 0.01 * torch.randn(50, 3)])[None]  # the 8 corners and a clump at the centre
+    picked = farthest_point_sample(cloud, 8)[0]
+    assert sorted(picked.tolist()) == list(range(8))  # the corners, not the clump
+    order = morton_order(cloud[:, :8])[0]
+    assert order[0] == 0 and order[-1] == 7  # (-1, -1, -1) first, (1, 1, 1) last
+    with pytest.raises(ValueError, match="centres"):
+        farthest_point_sample(cloud[:, :4], 8)
+
+
+def test_point_queries_add_the_tokens_of_spread_surface_points():
+    torch.manual_seed(0)
+    points, normals, _, _ = _item()
+    tokens = torch.randn(1, points.shape[1], 64)
+    learned = VAT(**TINY)
+    assert torch.equal(learned.latent_queries(points, tokens), learned.latent_tokens[None])
+    vat = VAT(**{**TINY, "point_queries": True})
+    centres = vat.query_centres(points)[0]
+    assert len(set(centres.tolist())) == 8  # eight distinct surface points ...
+    spread = torch.cdist(points[0, centres], points[0, centres]).max()
+    assert spread > 0.5 * torch.cdist(points[0], points[0]).max()  # ... spread over the shape
+    assert torch.allclose(vat.latent_queries(points, tokens), vat.latent_tokens + tokens[0, centres])
+    assert [i.shape[1] for i in vat.encode(points, normals)] == [1, 2, 4, 8]
 
 
 def test_bad_inputs():

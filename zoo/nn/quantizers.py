@@ -402,15 +402,22 @@ class MultiScaleResidualVQ(nn.Module):
         dim: feature (and codeword) size C.  scales: token count per scale, increasing, last = M.
         num_codes: codebook size.  shared_codebook: one codebook for all scales (VAR) or one per scale.
         beta: commitment weight.
+        commitment: "every_scale" pulls the features toward f_hat after every scale, as VAR's code does;
+            "last_scale" only toward the final f_hat. After the first scales f_hat holds one or two
+            tokens, so every-scale commitment penalises the differences between a set's tokens: VAT's
+            latents collapsed to one vector per shape under it (measured, see tokenizers_visual/vat.py).
     """
 
     def __init__(self, dim: int, scales: list[int], num_codes: int, shared_codebook: bool = True,
-                 beta: float = 0.25, phi_ratio: float = 0.5):
+                 beta: float = 0.25, phi_ratio: float = 0.5, commitment: str = "every_scale"):
         super().__init__()
         scales = list(scales)
         if not scales or any(b <= a for a, b in zip(scales, scales[1:])) or scales[0] < 1:
             raise ValueError(f"scales must be increasing positive token counts, got {scales}.")
+        if commitment not in ("every_scale", "last_scale"):
+            raise ValueError(f"commitment={commitment!r}; pass 'every_scale' (VAR) or 'last_scale'.")
         self.dim, self.scales, self.beta, self.phi_ratio = dim, scales, beta, phi_ratio
+        self.commitment = commitment
         self.num_codes, self.shared_codebook = num_codes, shared_codebook
         self.codebooks = nn.ModuleList(VectorQuantizer(num_codes, dim, l2_norm=False, beta=beta)
                                        for _ in range(1 if shared_codebook else len(scales)))
@@ -452,9 +459,14 @@ class MultiScaleResidualVQ(nn.Module):
                 quantizer.usage += torch.bincount(idx.flatten(), minlength=self.num_codes)
                 quantizer.recent_inputs = residual.reshape(-1, self.dim)
             f_hat = f_hat + self.refine(quantizer.embed(idx), s)
-            loss = loss + F.mse_loss(f_hat, f.detach()) + self.beta * F.mse_loss(f, f_hat.detach())
+            loss = loss + F.mse_loss(f_hat, f.detach())
+            if self.commitment == "every_scale":
+                loss = loss + self.beta * F.mse_loss(f, f_hat.detach())
             ids.append(idx)
-        return f + (f_hat - f).detach(), ids, loss / len(self.scales), torch.stack(norms)
+        loss = loss / len(self.scales)
+        if self.commitment == "last_scale":
+            loss = loss + self.beta * F.mse_loss(f, f_hat.detach())
+        return f + (f_hat - f).detach(), ids, loss, torch.stack(norms)
 
     def encode(self, f: torch.Tensor) -> list[torch.Tensor]:
         return self.forward(f)[1]

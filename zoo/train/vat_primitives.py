@@ -32,6 +32,7 @@ def build_model(args):
 
     return VAT(num_latents=args.latents, latent_dim=args.latent_dim, codebook_size=args.codebook_size,
                width=args.width, encoder_depth=args.depth, decoder_depth=args.depth, head_dim=args.head_dim,
+               point_queries=args.point_queries, commitment=args.commitment,
                triplane_resolution=32, triplane_patch=4, triplane_channels=32, mlp_hidden=128)
 
 
@@ -73,6 +74,10 @@ def parse(argv):
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--head-dim", type=int, default=32, help="attention head width (128 / 32 = 4 heads)")
+    p.add_argument("--point-queries", action=argparse.BooleanOptionalAction, default=True,
+                   help="latent queries = learned tokens + embeddings of farthest-point-sampled surface points")
+    p.add_argument("--commitment", choices=["last_scale", "every_scale"], default="last_scale",
+                   help="quantiser commitment against the final f_hat only, or after every scale (VAR)")
     p.add_argument("--kl-weight", type=float, default=1e-4)
     p.add_argument("--no-quant-rate", type=float, default=0.5,
                    help="share of shapes decoded from the continuous latents in training (Mimi's 0.5)")
