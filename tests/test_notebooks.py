@@ -10,7 +10,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NOTEBOOKS = sorted(EXAMPLES.glob("*.ipynb"))
 # what each notebook must show: images as PNG, audio players and HTML, not only text
 MUST_SHOW = {"01_image_ar_ctf_dd.ipynb": {"image/png"}, "02_token_shuffle.ipynb": {"image/png"},
-             "03_flextok_karl.ipynb": {"image/png"},
+             "03_flextok_karl.ipynb": {"image/png"}, "04_vat_3d.ipynb": {"image/png"},
              "05_speech_codec_tts.ipynb": {"text/html"}}
 
 

@@ -303,3 +303,21 @@ def test_training_can_skip_quantisation_per_shape():
                               vat(points, normals, queries)["logits"])
     with pytest.raises(ValueError, match="no_quantization_rate"):
         vat(points, normals, queries, no_quantization_rate=1.5)
+
+
+def test_vat_recipe_trains_as_a_vae_first_then_quantises():
+    from zoo.train.vat_primitives import make_loss
+
+    calls = []
+
+    def model(points, normals, queries, occupancy, **kwargs):
+        calls.append(kwargs)
+        zero = torch.zeros(())
+        return {"bce": zero, "kl": zero, "vq": zero, "residuals": [zero]}
+
+    loss, track_step = make_loss(1e-4, no_quantization_rate=0.5, vae_steps=10)
+    batch = dict.fromkeys(("points", "normals", "queries", "occupancy"))
+    loss(model, batch)
+    track_step(10, None, None, print)
+    loss(model, batch)
+    assert calls == [{"no_quantization_rate": 1.0, "commit": False}, {"no_quantization_rate": 0.5, "commit": True}]

@@ -281,17 +281,20 @@ class VAT(AtomicSaveMixin, ModelMixin, ConfigMixin):
         return [logits_to_mesh(grid.float().cpu().numpy()) for grid in self.occupancy_grid(planes, resolution)]
 
     # ------------------------------------------------------------------ training
-    def forward(self, points, normals, queries, occupancy=None, no_quantization_rate: float = 0.0):
+    def forward(self, points, normals, queries, occupancy=None, no_quantization_rate: float = 0.0,
+                commit: bool = True):
         """Training: -> dict with occupancy logits [B, Q], the KL, the quantiser loss and residual norms;
         with `occupancy` [B, Q] also the BCE. In training, each shape skips quantisation (the decoder reads
         the continuous latents) with probability `no_quantization_rate`, as Mimi trains its quantiser
         (moshi's `no_quantization_rate`, 0.5): the encoder and decoder learn without the quantiser's
-        noise half of the time; the quantiser's losses are computed on every shape."""
+        noise half of the time; the quantiser's losses are computed on every shape. With `commit=False`
+        the quantiser reads detached latents: its codebook follows them, but no commitment loss pulls
+        the encoder toward the codewords (the VAE warm-up of `zoo train vat-primitives`)."""
         if not 0 <= no_quantization_rate <= 1:
             raise ValueError(f"no_quantization_rate must lie in [0, 1], got {no_quantization_rate!r}.")
         mean, logvar = self.encode_gaussian(points, normals)
         z = mean + torch.randn_like(mean) * (0.5 * logvar).exp() if self.training else mean
-        z_hat, ids, vq_loss, residuals = self.quantizer(z)
+        z_hat, ids, vq_loss, residuals = self.quantizer(z if commit else z.detach())
         if self.training and no_quantization_rate > 0:
             skip = torch.rand(z.shape[0], 1, 1, device=z.device) < no_quantization_rate
             z_hat = torch.where(skip, z, z_hat)
