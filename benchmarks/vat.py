@@ -83,6 +83,7 @@ def main(argv=None) -> int:
     p.add_argument("--shapes", type=int, default=100, help="test shapes for reconstruction")
     p.add_argument("--budgets", type=int, nargs="+", default=None,
                    help="scales to decode (default: every prefix from 3 scales on)")
+    p.add_argument("--points", type=int, default=256, help="surface points the tokenizer reads (as it trained)")
     p.add_argument("--gen-per-class", type=int, default=8)
     p.add_argument("--resolution", type=int, default=129)
     p.add_argument("--samples", type=int, default=100_000, help="surface samples per shape for Chamfer / F-score")
@@ -92,7 +93,7 @@ def main(argv=None) -> int:
         args.shapes, args.gen_per_class = min(args.shapes, 4), min(args.gen_per_class, 1)
         args.resolution, args.samples = min(args.resolution, 33), min(args.samples, 5000)
     torch.set_num_threads(2)
-    data = PrimitivesDataset("test", num_points=2048, length=args.shapes)
+    data = PrimitivesDataset("test", num_points=args.points, length=args.shapes)
     rows, claims = [], []
     if args.vat != "none":
         vat = zoo.load(args.vat).eval()
@@ -115,9 +116,9 @@ def main(argv=None) -> int:
                          columns=["system", "tokens", "bytes", "compression", "chamfer", "fscore@0.02", "fscore@0.01",
                                   "iou", "shapes", "empty_meshes", "coverage", "mmd_chamfer", "one_nna",
                                   "meshes_per_s"],
-                         notes=f"{args.shapes} Primitives test shapes; marching cubes at {args.resolution}^3 over "
-                               f"[-1, 1]^3; {args.samples} surface samples per shape; compression against the true "
-                               "mesh as binary PLY.")
+                         notes=f"{args.shapes} Primitives test shapes, {args.points} surface points read; marching "
+                               f"cubes at {args.resolution}^3 over [-1, 1]^3; {args.samples} surface samples per "
+                               "shape; compression against the true mesh as binary PLY.")
     report(rows, claims, path)
     return 0
 

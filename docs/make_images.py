@@ -118,6 +118,25 @@ def vat_samples():
     return out.preview()
 
 
+def vat_reconstructions():
+    """Rows: six test shapes, then their reconstructions from the first 3, 5 and all 7 scales."""
+    import torch
+
+    import zoo
+    from zoo.data.primitives import PrimitivesDataset
+    from zoo.display import image_grid
+    from zoo.render import render_mesh
+
+    vat = zoo.load("vat-primitives")
+    data = PrimitivesDataset("test", num_points=256, length=6)
+    items = [data[i] for i in range(6)]
+    ids = vat.encode(*(torch.stack([x[k] for x in items]) for k in ("points", "normals")))
+    meshes = [data.spec(i).mesh() for i in range(6)]
+    for k in (3, 5, 7):
+        meshes += vat.decode_mesh(ids[:k], resolution=129)
+    return image_grid([render_mesh(mesh, 128) for mesh in meshes], columns=6)
+
+
 PICTURES = {
     "llamagen-shapes": lambda: class_samples("llamagen-shapes", guidance_scale=4.0),
     "ctf-shapes": lambda: class_samples("ctf-shapes", guidance_scale=2.0),
@@ -127,8 +146,10 @@ PICTURES = {
     "tts-speech": tts_spectrogram,
     "flextok-shapes": flextok_prefixes,
     "vat-primitives": vat_samples,
+    "vat-primitives-reconstructions": vat_reconstructions,
 }
-MODELS = {"vq-shapes-tokens": "vq-shapes", "flextok-shapes": "flextok-ar-shapes", "vat-primitives": "vat-ar-primitives"}
+MODELS = {"vq-shapes-tokens": "vq-shapes", "flextok-shapes": "flextok-ar-shapes", "vat-primitives": "vat-ar-primitives",
+          "vat-primitives-reconstructions": "vat-primitives"}
 
 
 def main(argv=None) -> int:

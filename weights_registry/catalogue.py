@@ -108,6 +108,13 @@ _BUILTINS = [
           "length, KARL-chosen lengths with num_tokens='auto' (FlexTokPipeline; zoo recipe: zoo train "
           "flextok-ar-shapes; version 1, 2,000 steps)", folder="flextok-ar-shapes",
           paper="https://arxiv.org/abs/2502.13967"),
+    Entry("vat-primitives", "builtin", "VAT 3D tokenizer for Primitives shapes: 256 surface points with normals to 127 "
+          "multi-scale tokens (1, 2, 4, ..., 64; 159 bytes), triplane occupancy decoder, meshes by marching cubes "
+          "(zoo recipe: zoo train vat-primitives; version 1, 4,500 steps)", folder="vat-primitives",
+          paper="https://arxiv.org/abs/2412.02202"),
+    Entry("vat-ar-primitives", "builtin", "Class-conditional next-scale AR over vat-primitives tokens, meshes out "
+          "(VAT3DPipeline; zoo recipe: zoo train vat-ar-primitives; version 1, 1,000 steps)",
+          folder="vat-ar-primitives", paper="https://arxiv.org/abs/2412.02202"),
     Entry("vq-shapes", "builtin", "LlamaGen-style VQ tokenizer for 64x64 Shapes: 16x16 tokens, 4096 codes "
           "(zoo recipe: zoo train vq-shapes; version 2, 5,000 steps)", folder="vq-shapes"),
     Entry("llamagen-shapes", "builtin", "Class-conditional LlamaGen-style AR model over vq-shapes tokens "

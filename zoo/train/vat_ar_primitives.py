@@ -68,7 +68,7 @@ def parse(argv):
     p.add_argument("--vat", required=True, help="the VAT tokenizer (folder, built-in name or Hub id)")
     p.add_argument("--cache-dir", required=True, help="folder holding vat-primitives' primitives-train-N cache")
     p.add_argument("--shapes", type=int, default=4000)
-    p.add_argument("--points", type=int, default=512, help="surface points per shape to encode (as VAT trained)")
+    p.add_argument("--points", type=int, default=256, help="surface points per shape to encode (as VAT trained)")
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch-size", type=int, default=32)

@@ -35,8 +35,8 @@ def build_model(args):
     from tokenizers_visual.vat import VAT
 
     return VAT(num_latents=args.latents, latent_dim=args.latent_dim, codebook_size=args.codebook_size,
-               width=args.width, encoder_depth=args.encoder_depth, decoder_depth=args.decoder_depth, head_dim=args.head_dim,
-               point_queries=args.point_queries, commitment=args.commitment,
+               width=args.width, encoder_depth=args.encoder_depth, decoder_depth=args.decoder_depth,
+               head_dim=args.head_dim, point_queries=args.point_queries, commitment=args.commitment,
                triplane_resolution=32, triplane_patch=4, triplane_channels=32, mlp_hidden=128)
 
 
