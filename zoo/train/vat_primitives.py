@@ -17,9 +17,10 @@ triplanes of 32 x 32 x 32 channels from 8 x 8 tokens per plane.
 Schedule: the first third of the steps (`--vae-steps`) trains a plain VAE (decoded from the continuous
 latents, the codebook following them without pulling on them), then half of the shapes of every batch
 are decoded through the quantiser and half from the continuous latents (`--no-quant-rate`, Mimi's
-trick). Measured on the way here (4,000 shapes, 2-core CPU): with VAR's every-scale commitment from
-step 0, the 64 latents of a shape collapsed to about one vector and the volume IoU stayed at the mean
-shape's (0.34 at step 1,000 of 3,500, training BCE 0.43).
+trick). Measured on the way here (4,000 shapes, 2-core CPU): quantising from step 0, with VAR's every-scale
+commitment or with last-scale commitment and point queries, the 64 latents of a shape collapsed to about
+one vector (std 0.03 across a shape's tokens) and the volume IoU on training shapes stayed at the mean
+shape's (0.34 after 1,000 steps, training BCE 0.43). With the VAE phase: IoU 0.53 after 1,750 steps.
 """
 
 from __future__ import annotations
