@@ -194,11 +194,10 @@ class VAT(AtomicSaveMixin, ModelMixin, ConfigMixin):
         if self.config.use_normals:
             features.append(normals)
         x = self.point_proj(torch.cat(features, dim=-1).to(self.dtype))
-        B, M = x.shape[0], self.config.num_latents
         x = torch.cat([self.latent_queries(points, x), x], dim=1)
         for block in self.encoder:
             x = block(x)
-        mean, logvar = self.to_gaussian(x[:, :M]).chunk(2, dim=-1)
+        mean, logvar = self.to_gaussian(x[:, :self.config.num_latents]).chunk(2, dim=-1)
         return mean, logvar.clamp(-30, 20)
 
     def query_centres(self, points: torch.Tensor) -> torch.Tensor:
