@@ -9,6 +9,7 @@ from pipelines import CTFPipeline
 from tests.conftest import tiny_transformer, tiny_vq
 from tokenizers_visual import CodeClusters, VQModel
 from tokenizers_visual.clusters import kmeans
+from zoo.ar.sampling import logits_to_probs, sample_from_probs
 
 NAMES = [f"class{i}" for i in range(10)]
 
@@ -64,6 +65,42 @@ def test_masked_refiner_puts_no_probability_outside_the_cluster(pipe):
     assert probs[outside].max() == 0 and torch.allclose(probs.sum(-1), torch.ones(3, 16))
     unmasked = tiny_ctf(mask_fine_logits=False)
     assert (torch.softmax(unmasked.fine_logits(coarse, torch.tensor([0, 1, 2])), -1)[outside] > 0).all()
+
+
+def test_members_list_each_cluster_in_ascending_order():
+    clusters = CodeClusters.fit(torch.randn(300, 8), 16, seed=1)
+    ids, valid = clusters.members()
+    assert ids.shape == (16, int(clusters.cluster_sizes().max())) and torch.equal(valid.sum(1), clusters.cluster_sizes())
+    for c in range(16):
+        assert torch.equal(ids[c][valid[c]], torch.nonzero(clusters.cluster_of_code == c).flatten())
+
+
+def test_member_logits_equal_the_masked_full_logits():
+    clusters = CodeClusters.fit(torch.randn(300, 8), 16, seed=1)
+    hidden, weight = torch.randn(2, 5, 12), torch.randn(300, 12)
+    coarse = torch.randint(0, 16, (2, 5))
+    logits, ids = clusters.member_logits(hidden, weight, coarse)
+    full = clusters.restrict_logits((hidden @ weight.T), coarse)
+    padding = ~clusters.members()[1][coarse]
+    assert torch.allclose(logits[~padding], full.gather(-1, ids)[~padding], atol=1e-5)
+    assert torch.isinf(logits[padding]).all() and (full.isfinite().sum(-1) == (~padding).sum(-1)).all()
+    with pytest.raises(ValueError, match="head_weight"):
+        clusters.member_logits(hidden, weight[:-1], coarse)
+    with pytest.raises(ValueError, match="shape"):
+        clusters.member_logits(hidden, weight, coarse[:, :-1])
+    with pytest.raises(ValueError, match=r"\[0, 16\)"):
+        clusters.member_logits(hidden, weight, coarse + 16)
+
+
+@pytest.mark.parametrize("top_k", [0, 3])
+def test_masked_sampling_draws_what_the_full_masked_logits_would(top_k):
+    pipe = tiny_ctf()
+    torch.nn.init.normal_(pipe.refiner.head.weight)  # the tiny refiner's head starts at zero
+    coarse, labels = torch.randint(0, 8, (4, 16)), torch.tensor([0, 1, 2, 3])
+    fast = pipe.sample_fine(coarse, labels, 1.1, top_k, [torch.Generator().manual_seed(i) for i in range(4)])
+    probs = logits_to_probs(pipe.fine_logits(coarse, labels), 1.1, top_k, 1.0)
+    slow = sample_from_probs(probs, [torch.Generator().manual_seed(i) for i in range(4)])
+    assert torch.equal(fast, slow)
 
 
 def test_generated_tokens_fall_in_their_clusters(pipe):
@@ -190,6 +227,14 @@ def test_ctf_benchmark_on_tiny_pipelines(tmp_path, monkeypatch):
     assert [r["mask_fine_logits"] for r in rows[2:]] == [False, True, False, True]
     assert rows[4]["cluster_method"] == "random" and all(r["images_per_s"] > 0 and r["latency_s"] > 0 for r in rows)
     assert len(result["claims"]) == 3
+
+    assert ctf.main(["--baseline", str(tmp_path / "base"), "--ctf", str(tmp_path / "ctf"), "--speed-only",
+                     "--latency-repeats", "1", "--baseline-cfg", "1.0", "2.0", "--images", "10", "--quick"]) == 0
+    speed = json.loads((tmp_path / "ctf-speed.quick.json").read_text())
+    assert len(speed["rows"]) == 4 and not any("shapes_fid" in r for r in speed["rows"])
+    assert [c["claim"] for c in speed["claims"]] == [result["claims"][2]["claim"]]
+    with pytest.raises(SystemExit, match="drop --ablation"):
+        ctf.main(["--speed-only", "--ablation", f"random={tmp_path / 'random'}", "--quick"])
 
 
 def test_builtin_ctf_shapes_generates_offline(offline, tmp_path):

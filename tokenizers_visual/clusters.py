@@ -56,6 +56,7 @@ class CodeClusters(AtomicSaveMixin, ModelMixin, ConfigMixin):
     >>> clusters = CodeClusters.fit(vq.codebook, num_clusters=512)      # doctest: +SKIP
     >>> coarse = clusters.coarse(ids)                                   # fine ids -> coarse labels
     >>> logits = clusters.restrict_logits(fine_logits, coarse)          # -inf outside each cluster
+    >>> logits, ids = clusters.member_logits(hidden, head.weight, coarse)  # the same, members only
     """
 
     @register_to_config
@@ -97,6 +98,45 @@ class CodeClusters(AtomicSaveMixin, ModelMixin, ConfigMixin):
         if ids.dtype.is_floating_point or (ids.numel() and (ids.min() < 0 or ids.max() >= self.config.codebook_size)):
             raise ValueError(f"ids must be integer codebook ids in [0, {self.config.codebook_size}).")
         return self.cluster_of_code[ids.long()]
+
+    def members(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The codes of every cluster in ascending order, padded to the largest cluster's size M:
+        ids [num_clusters, M] (long, 0 at padding) and valid [num_clusters, M] (bool)."""
+        table, C = self.cluster_of_code, self.config.num_clusters
+        order = torch.argsort(table * table.numel() + torch.arange(table.numel(), device=table.device))
+        sizes = self.cluster_sizes()
+        cluster = table[order]  # the clusters of the sorted codes, non-decreasing
+        slot = torch.arange(table.numel(), device=table.device) - (sizes.cumsum(0) - sizes)[cluster]
+        ids = torch.zeros(C, int(sizes.max()), dtype=torch.long, device=table.device)
+        valid = torch.zeros(ids.shape, dtype=torch.bool, device=table.device)
+        ids[cluster, slot], valid[cluster, slot] = order, True
+        return ids, valid
+
+    def member_logits(self, hidden: torch.Tensor, head_weight: torch.Tensor,
+                      coarse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fine logits over the members of each position's cluster only: `restrict_logits` without the
+        [..., codebook_size] tensor. hidden [..., H] (normed), head_weight [codebook_size, H] and
+        coarse [...] -> float32 logits [..., M] (-inf at padding) and their code ids [..., M]
+        (`members()` order, ascending). Each position costs H x (its cluster's size) instead of
+        H x codebook_size, and softmax / sampling run over M entries instead of codebook_size."""
+        if head_weight.shape[0] != self.config.codebook_size or hidden.shape[-1] != head_weight.shape[1]:
+            raise ValueError(f"head_weight must be [{self.config.codebook_size}, hidden] matching hidden [..., "
+                             f"{hidden.shape[-1]}]; got {tuple(head_weight.shape)}.")
+        if hidden.shape[:-1] != coarse.shape:
+            raise ValueError(f"coarse labels must have shape hidden.shape[:-1] = {tuple(hidden.shape[:-1])}, "
+                             f"got {tuple(coarse.shape)}.")
+        if coarse.numel() and (coarse.min() < 0 or coarse.max() >= self.config.num_clusters):
+            raise ValueError(f"coarse labels must lie in [0, {self.config.num_clusters}).")
+        ids, valid = self.members()
+        flat_hidden, flat_coarse = hidden.reshape(-1, hidden.shape[-1]), coarse.reshape(-1).long()
+        logits = torch.full((flat_coarse.numel(), ids.shape[1]), float("-inf"), device=hidden.device)
+        sizes = valid.sum(1).tolist()
+        order = torch.argsort(flat_coarse)  # positions grouped by cluster: one matmul per cluster
+        counts = torch.bincount(flat_coarse, minlength=self.config.num_clusters).tolist()
+        for c, rows in enumerate(torch.split(order, counts)):
+            if len(rows):
+                logits[rows, : sizes[c]] = (flat_hidden[rows] @ head_weight[ids[c, : sizes[c]]].T).float()
+        return logits.view(*coarse.shape, -1), ids[flat_coarse].view(*coarse.shape, -1)
 
     def restrict_logits(self, logits: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         """Fine logits [..., codebook_size] with -inf outside the cluster given per position [...]."""

@@ -364,6 +364,11 @@ class ARTransformer(AtomicSaveMixin, ModelMixin, ConfigMixin):
         The logits at position P - 1 + t predict input t; training slices `logits[:, P - 1:-1]`.
         input_ids: token ids [B, T] (or vectors [B, T, input_dim] for continuous-input models).
         """
+        return self.logits(self.sequence_hidden(input_ids, class_labels, prefix_ids, prefix_embeds, prefix_mask))
+
+    def sequence_hidden(self, input_ids: torch.Tensor | None = None, class_labels=None, prefix_ids=None,
+                        prefix_embeds=None, prefix_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`forward` before the output head: normed hidden states [B, P + T, hidden]."""
         parts = []
         if any(c is not None for c in (class_labels, prefix_ids, prefix_embeds)):
             parts.append(self.embed_condition(class_labels, prefix_ids, prefix_embeds))
@@ -375,7 +380,7 @@ class ARTransformer(AtomicSaveMixin, ModelMixin, ConfigMixin):
             parts.append(self.embed_inputs(input_ids))
         if not parts:
             raise ValueError("nothing to run: pass input_ids and/or a condition.")
-        return self.logits(self.forward_hidden(torch.cat(parts, dim=1), prefix_mask=prefix_mask))
+        return self.forward_hidden(torch.cat(parts, dim=1), prefix_mask=prefix_mask)
 
     # ----------------------------------------------------------------- KV cache
     def setup_cache(self, rows: int, max_len: int, prefix_mask: torch.Tensor | None = None, dtype=None, device=None):
