@@ -100,7 +100,22 @@ def parse(argv):
                    help="first steps trained as a plain VAE, without quantisation (default: a third of --steps)")
     p.add_argument("--restart-every", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", default=None, help="a trained VAT (folder or built-in name) to go on training; its "
+                                                "architecture replaces the size arguments and --vae-steps defaults to 0")
     return p.parse_args(argv)
+
+
+def initial_model(args):
+    """A fresh model from the size arguments, or the trained VAT that --init names (in float32)."""
+    if args.init is None:
+        return build_model(args)
+    import zoo
+    from tokenizers_visual.vat import VAT
+
+    model = zoo.load(args.init)
+    if not isinstance(model, VAT):
+        raise SystemExit(f"--init {args.init} is a {type(model).__name__}, not a VAT.")
+    return model.float()
 
 
 def main(argv=None) -> int:
@@ -110,9 +125,12 @@ def main(argv=None) -> int:
         cache_primitives(cache, "train", args.shapes)
     config = cosine_config(args)
     data = CachedPrimitives(cache, num_points=args.points, num_queries=args.queries, seed=args.seed)
-    vae_steps = args.steps // 3 if args.vae_steps is None else args.vae_steps
+    if args.vae_steps is not None:
+        vae_steps = args.vae_steps
+    else:
+        vae_steps = 0 if args.init else args.steps // 3
     loss, track_step = make_loss(args.kl_weight, args.no_quant_rate, vae_steps)
-    model = train(build_model(args), data, loss, config, hooks=[track_step, dead_code_restarts(args.restart_every)])
+    model = train(initial_model(args), data, loss, config, hooks=[track_step, dead_code_restarts(args.restart_every)])
     save_on_main(model, f"{args.out}/model")
     return 0
 
