@@ -323,6 +323,19 @@ def test_vat_recipe_trains_as_a_vae_first_then_quantises():
     assert calls == [{"no_quantization_rate": 1.0, "commit": False}, {"no_quantization_rate": 0.5, "commit": True}]
 
 
+def test_vat_recipe_init_goes_on_from_a_trained_vat(tmp_path):
+    from diffusers import AutoencoderKL
+
+    from zoo.train.vat_primitives import initial_model, parse
+
+    VAT(**TINY).to(torch.float16).save_pretrained(tmp_path / "vat")
+    model = initial_model(parse(["--out", str(tmp_path / "run"), "--init", str(tmp_path / "vat"), "--width", "512"]))
+    assert isinstance(model, VAT) and model.dtype == torch.float32 and model.config.width == TINY["width"]
+    AutoencoderKL(block_out_channels=(8,), norm_num_groups=8).save_pretrained(tmp_path / "vae")
+    with pytest.raises(SystemExit, match="not a VAT"):
+        initial_model(parse(["--out", str(tmp_path / "run"), "--init", str(tmp_path / "vae")]))
+
+
 def test_builtin_vat_primitives_reconstructs_shapes(offline):
     import zoo
 
