@@ -20,7 +20,7 @@ import argparse
 from pathlib import Path
 
 from zoo.train.flextok_shapes import LatentCache, add_latent_arguments
-from zoo.train.loop import cosine_config, save_on_main, train
+from zoo.train.loop import cosine_config, load_to_continue, save_on_main, train
 from zoo.train.vq_shapes import dead_code_restarts
 
 
@@ -60,13 +60,9 @@ def initial_model(args):
     """A fresh model from the size arguments, or the trained KARL that --init names."""
     if args.init is None:
         return build_model(args)
-    import zoo
     from tokenizers_visual.karl import KARLTokenizer
 
-    model = zoo.load(args.init)
-    if not isinstance(model, KARLTokenizer):
-        raise SystemExit(f"--init {args.init} is a {type(model).__name__}, not a KARLTokenizer.")
-    return model.float()
+    return load_to_continue(args.init, KARLTokenizer)
 
 
 def main(argv=None) -> int:

@@ -218,3 +218,15 @@ def save_on_main(model, folder) -> None:
         with atomic_directory(folder) as tmp:
             model.save_pretrained(tmp)
         print(f"saved {folder}")
+
+
+def load_to_continue(source: str, model_class: type):
+    """A trained model (folder or built-in name) to go on training: checked to be a `model_class`, in float32
+    (built-ins are stored in float16). A recipe's `--init`."""
+    import zoo
+
+    model = zoo.load(source)
+    if not isinstance(model, model_class):
+        raise SystemExit(f"--init {source} is a {type(model).__name__}, not a {model_class.__name__}.")
+    return model.float()
+

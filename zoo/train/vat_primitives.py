@@ -29,7 +29,7 @@ import argparse
 from pathlib import Path
 
 from zoo.data.primitives import CachedPrimitives, cache_primitives
-from zoo.train.loop import cosine_config, save_on_main, train
+from zoo.train.loop import cosine_config, load_to_continue, save_on_main, train
 
 
 def build_model(args):
@@ -109,13 +109,9 @@ def initial_model(args):
     """A fresh model from the size arguments, or the trained VAT that --init names (in float32)."""
     if args.init is None:
         return build_model(args)
-    import zoo
     from tokenizers_visual.vat import VAT
 
-    model = zoo.load(args.init)
-    if not isinstance(model, VAT):
-        raise SystemExit(f"--init {args.init} is a {type(model).__name__}, not a VAT.")
-    return model.float()
+    return load_to_continue(args.init, VAT)
 
 
 def main(argv=None) -> int:
