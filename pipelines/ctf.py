@@ -111,8 +111,7 @@ class CTFPipeline(ClassImagePipeline):
         """Stage 2 sampling: coarse labels [B, T] -> fine codebook ids [B, T]; row i draws from
         generators[i] only. With the cluster mask the head runs over each position's cluster members only
         (`CodeClusters.member_logits`): the same distribution as `fine_logits`, without its
-        [B, T, codebook_size] logits (at batch 50 on a 2-core CPU the masking, softmax and sampling of
-        those took 2.6 s of a 15 s batch)."""
+        [B, T, codebook_size] logits, their mask, softmax and sampling."""
         coarse, class_labels = coarse.to(self.refiner.device), class_labels.to(self.refiner.device)
         if not self.config.mask_fine_logits:
             probs = logits_to_probs(self.fine_logits(coarse, class_labels), temperature, top_k, 1.0)  # [B, T, V]
