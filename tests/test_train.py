@@ -15,8 +15,12 @@ TOY = ["--size", "32", "--width", "32", "--codebook-size", "64", "--batch-size",
 
 
 def test_recipe_trains_logs_checkpoints_and_resumes(tmp_path):
+    from zoo.train.loop import resumed_step
+
     out = tmp_path / "run"
+    assert resumed_step(out) == 0
     assert zoo_main(["train", "vq-shapes", "--out", str(out), "--steps", "4", *TOY]) == 0
+    assert resumed_step(out) == 4
     model = VQModel.from_pretrained(out / "model")
     assert model.config.codebook_size == 64
     log = (out / "train.log").read_text()

@@ -322,6 +322,11 @@ def test_vat_recipe_trains_as_a_vae_first_then_quantises():
     loss(model, batch)
     assert calls == [{"no_quantization_rate": 1.0, "commit": False}, {"no_quantization_rate": 0.5, "commit": True}]
 
+    calls.clear()  # a run resumed past the VAE phase quantises from its first step
+    resumed, _ = make_loss(1e-4, no_quantization_rate=0.5, vae_steps=10, start_step=10)
+    resumed(model, batch)
+    assert calls == [{"no_quantization_rate": 0.5, "commit": True}]
+
 
 def test_vat_recipe_init_goes_on_from_a_trained_vat(tmp_path):
     from diffusers import AutoencoderKL

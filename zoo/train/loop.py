@@ -79,6 +79,13 @@ def _latest_checkpoint(folder: Path) -> Path | None:
     return steps[-1][1] if steps else None
 
 
+def resumed_step(output_dir) -> int:
+    """The step `train` will resume from in `output_dir` (0 for a fresh run): for a loss whose behaviour
+    depends on the step, which the step hooks only tell it after the first step."""
+    resume = _latest_checkpoint(Path(output_dir) / "checkpoints")
+    return json.loads((resume / "state.json").read_text())["step"] if resume is not None else 0
+
+
 def train(model, dataset, loss_fn, config: TrainConfig, *, hooks=None, collate_fn=None):
     """Train `model` on `dataset`; returns the trained model (EMA weights, if enabled), unwrapped.
 

@@ -29,7 +29,7 @@ import argparse
 from pathlib import Path
 
 from zoo.data.primitives import CachedPrimitives, cache_primitives
-from zoo.train.loop import cosine_config, load_to_continue, save_on_main, train
+from zoo.train.loop import cosine_config, load_to_continue, resumed_step, save_on_main, train
 
 
 def build_model(args):
@@ -41,11 +41,11 @@ def build_model(args):
                triplane_resolution=32, triplane_patch=4, triplane_channels=32, mlp_hidden=128)
 
 
-def make_loss(kl_weight: float, no_quantization_rate: float = 0.0, vae_steps: int = 0):
+def make_loss(kl_weight: float, no_quantization_rate: float = 0.0, vae_steps: int = 0, start_step: int = 0):
     """The loss, and a hook that tells it the step: for the first `vae_steps` steps the model trains as a
     plain VAE (decoded from the continuous latents, no commitment pull; the codebook follows the latents),
-    then with quantisation."""
-    phase = {"step": 0}
+    then with quantisation. `start_step` is the step a resumed run starts from."""
+    phase = {"step": start_step}
 
     def loss(model, batch):
         warm_up = phase["step"] < vae_steps
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
         vae_steps = args.vae_steps
     else:
         vae_steps = 0 if args.init else args.steps // 3
-    loss, track_step = make_loss(args.kl_weight, args.no_quant_rate, vae_steps)
+    loss, track_step = make_loss(args.kl_weight, args.no_quant_rate, vae_steps, start_step=resumed_step(args.out))
     model = train(initial_model(args), data, loss, config, hooks=[track_step, dead_code_restarts(args.restart_every)])
     save_on_main(model, f"{args.out}/model")
     return 0
