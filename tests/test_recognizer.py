@@ -100,6 +100,15 @@ def test_asr_and_codec_recipes_run(tmp_path):
                  "--heads", "2", "--depth-hidden", "32", "--depth-layers", "1", "--mctp-modules", "2",
                  "--mctp-frames", "4", "--max-text-tokens", "240", "--cache-dir", cache]) == 0
     assert '"ce_mctp2"' in (tmp_path / "tts" / "metrics.jsonl").read_text()
+    # --init goes on from the trained pipeline's LM (its own sizes), and refuses one that does not fit
+    tts_args = ["--codec", codec, "--utterances", "4", "--steps", "1", "--batch-size", "2", "--mctp-frames", "4",
+                "--cache-dir", cache, "--init", str(tmp_path / "tts" / "pipeline")]
+    assert main(["train", "tts-speech", "--out", str(tmp_path / "tts2"), "--codebooks", "2", *tts_args]) == 0
+    from zoo.ar.speech import SpeechLM
+
+    assert SpeechLM.load_config(tmp_path / "tts2" / "pipeline" / "lm")["hidden_size"] == 32
+    with pytest.raises(SystemExit, match="num_codebooks"):
+        main(["train", "tts-speech", "--out", str(tmp_path / "tts3"), "--codebooks", "1", *tts_args])
     assert main(["generate", str(tmp_path / "tts" / "pipeline"), "--text", "the cat sat", "--max-seconds", "0.3",
                  "--mctp-schedule", "1,2", "--out", str(tmp_path / "speech.wav")]) == 0
     speech_out, rate = read_wav(tmp_path / "speech.wav")

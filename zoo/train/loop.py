@@ -227,12 +227,15 @@ def save_on_main(model, folder) -> None:
         print(f"saved {folder}")
 
 
-def load_to_continue(source: str, model_class: type):
+def load_to_continue(source: str, model_class: type, component: str | None = None):
     """A trained model (folder or built-in name) to go on training: checked to be a `model_class`, in float32
-    (built-ins are stored in float16). A recipe's `--init`."""
+    (built-ins are stored in float16). A recipe's `--init`. `component` names the model inside a pipeline
+    (e.g. "lm" of a CodecTTSPipeline), for recipes that ship pipelines."""
     import zoo
 
     model = zoo.load(source)
+    if component is not None and hasattr(model, "components"):
+        model = model.components.get(component, model)
     if not isinstance(model, model_class):
         raise SystemExit(f"--init {source} is a {type(model).__name__}, not a {model_class.__name__}.")
     return model.float()

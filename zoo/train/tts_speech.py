@@ -21,7 +21,7 @@ import torch
 from zoo.ar.speech import SpeechLM, delay_codes, speech_lm_loss
 from zoo.data.speech import PHONEMES, SpeechDataset, phonemize
 from zoo.data.text import SOA, character_tokenizer, encode_prompts
-from zoo.train.loop import cosine_config, train
+from zoo.train.loop import cosine_config, load_to_continue, train
 
 
 class SpeechCodes(torch.utils.data.Dataset):
@@ -144,6 +144,25 @@ def text_reliance_hook(collate, items: list[dict], every: int):
     return hook
 
 
+def initial_lm(args, text_vocab_size: int, codebook_size: int) -> SpeechLM:
+    """A fresh SpeechLM from the size arguments, or the trained one --init names, checked against the text
+    input and the codec this run uses."""
+    if args.init is None:
+        return SpeechLM(text_vocab_size=text_vocab_size, max_text_tokens=args.max_text_tokens,
+                        num_codebooks=args.codebooks, codebook_size=codebook_size, max_frames=args.max_frames,
+                        hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
+                        depth_hidden_size=args.depth_hidden, depth_layers=args.depth_layers,
+                        depth_heads=max(args.depth_hidden // 32, 1), num_mctp_modules=args.mctp_modules,
+                        text_dropout=args.text_dropout)
+    lm = load_to_continue(args.init, SpeechLM, component="lm")
+    wanted = {"text_vocab_size": text_vocab_size, "num_codebooks": args.codebooks, "codebook_size": codebook_size}
+    wrong = {k: (lm.config[k], v) for k, v in wanted.items() if lm.config[k] != v}
+    if wrong:
+        raise SystemExit(f"--init {args.init} does not fit this run (its value, this run's): {wrong}; pass the "
+                         "--text-input, --codebooks and --codec it was trained with.")
+    return lm
+
+
 def main(argv=None) -> int:
     import zoo
     from pipelines import CodecTTSPipeline
@@ -172,6 +191,8 @@ def main(argv=None) -> int:
     p.add_argument("--text-input", default="characters", choices=["characters", "phonemes"],
                    help="what the LM reads: the transcript's letters or espeak-ng's phonemes (IPA) of it")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", default=None, help="a trained CodecTTSPipeline or SpeechLM (folder or built-in name) "
+                                                "to go on training; the size arguments are then its own")
     args = p.parse_args(argv)
 
     codec = zoo.load(args.codec)
@@ -184,12 +205,7 @@ def main(argv=None) -> int:
     codes = SpeechCodes(codec, data, args.codebooks, Path(args.out) / f"codes-train-{args.utterances}.safetensors")
     text_map = dict(zip(codes.texts, phonemize(codes.texts))) if phonemes else None
     torch.manual_seed(args.seed)
-    lm = SpeechLM(text_vocab_size=len(tokenizer), max_text_tokens=args.max_text_tokens,
-                  num_codebooks=args.codebooks, codebook_size=codec.config.codebook_size, max_frames=args.max_frames,
-                  hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
-                  depth_hidden_size=args.depth_hidden, depth_layers=args.depth_layers,
-                  depth_heads=max(args.depth_hidden // 32, 1), num_mctp_modules=args.mctp_modules,
-                  text_dropout=args.text_dropout)
+    lm = initial_lm(args, len(tokenizer), codec.config.codebook_size)
     config = cosine_config(args, warmup=200, betas=(0.9, 0.95), weight_decay=0.05,
                            checkpoint_every=min(500, args.steps))
     collate = make_collate(lm, tokenizer, text_map)
