@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from benchmarks.common import claim, machine_description, report, write_results
 from zoo.data.primitives import CATEGORIES, PrimitivesDataset, surface_points
@@ -40,7 +41,7 @@ def mesh_file_bytes(mesh) -> int:
 def reconstruction_rows(vat, data: PrimitivesDataset, budgets: list[int], resolution: int, samples: int) -> list[dict]:
     per_budget = {k: [] for k in budgets}
     mesh_bytes = []
-    for i in range(len(data)):
+    for i in tqdm(range(len(data)), desc="reconstructions"):
         spec, item = data.spec(i), data[i]
         reference, _ = surface_points(spec, samples, np.random.default_rng(i))
         mesh_bytes.append(mesh_file_bytes(spec.mesh()))
@@ -63,6 +64,7 @@ def reconstruction_rows(vat, data: PrimitivesDataset, budgets: list[int], resolu
 @torch.no_grad()
 def generation_row(pipe, data: PrimitivesDataset, per_class: int, resolution: int) -> dict:
     labels = [c for c in range(len(CATEGORIES)) for _ in range(per_class)]
+    print(f"generating {len(labels)} shapes (timed)", file=sys.stderr, flush=True)
     started = time.perf_counter()
     meshes = pipe(class_labels=labels, resolution=resolution, generator=torch.Generator().manual_seed(0)).meshes
     seconds = time.perf_counter() - started
