@@ -74,16 +74,19 @@ def _batches(loader, sampler_epoch_fn):
         epoch += 1
 
 
-def _latest_checkpoint(folder: Path) -> Path | None:
+def _latest_checkpoint(folder: Path) -> tuple[Path | None, dict]:
+    """The newest complete checkpoint under `folder` and its state.json ({"step", "schedule"}), or
+    (None, {}) when there is none."""
     steps = sorted((int(p.name.split("_")[1]), p) for p in folder.glob("step_*") if (p / "state.json").is_file())
-    return steps[-1][1] if steps else None
+    if not steps:
+        return None, {}
+    return steps[-1][1], json.loads((steps[-1][1] / "state.json").read_text())
 
 
 def resumed_step(output_dir) -> int:
     """The step `train` will resume from in `output_dir` (0 for a fresh run): for a loss whose behaviour
     depends on the step, which the step hooks only tell it after the first step."""
-    resume = _latest_checkpoint(Path(output_dir) / "checkpoints")
-    return json.loads((resume / "state.json").read_text())["step"] if resume is not None else 0
+    return _latest_checkpoint(Path(output_dir) / "checkpoints")[1].get("step", 0)
 
 
 def train(model, dataset, loss_fn, config: TrainConfig, *, hooks=None, collate_fn=None):
@@ -111,10 +114,9 @@ def train(model, dataset, loss_fn, config: TrainConfig, *, hooks=None, collate_f
     ema = EMAModel(accelerator.unwrap_model(model).parameters(), decay=config.ema_decay) if config.ema_decay else None
 
     step, checkpoints = 0, out / "checkpoints"
-    resume = _latest_checkpoint(checkpoints)
+    resume, state = _latest_checkpoint(checkpoints)
     if resume is not None:
         accelerator.load_state(str(resume))
-        state = json.loads((resume / "state.json").read_text())
         step = state["step"]
         schedule.load_state_dict(state["schedule"])
         if ema is not None:
