@@ -1,6 +1,7 @@
 """Text-to-speech on codec tokens: intelligibility, naturalness and speed, semantic vs acoustic codec, MCTP.
 
     python benchmarks/tts.py --tts tts-speech --ablation runs/tts-acoustic/pipeline --utterances 50
+    python benchmarks/tts.py --phonemes runs/tts-phonemes/pipeline ...   # adds the phoneme-input row
 
 Quality rows: the transcripts of `--utterances` test utterances said by each TTS pipeline (one seed per
 utterance, at most twice the original's duration plus 1 s), scored by the `asr-speech` recogniser (WER / CER) next to its WER on the espeak-ng originals,
@@ -64,6 +65,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tts", default="tts-speech")
     p.add_argument("--ablation", help="the same TTS recipe on the acoustic-only codec (pipeline folder)")
+    p.add_argument("--phonemes", help="the same TTS recipe reading espeak-ng phonemes instead of letters "
+                                      "(pipeline folder; a row, no paper claim)")
     p.add_argument("--recognizer", default="asr-speech")
     p.add_argument("--utterances", type=int, default=50)
     p.add_argument("--speed-utterances", type=int, default=10)
@@ -88,11 +91,14 @@ def main(argv=None) -> int:
     plain = {**quality_row(f"{args.tts} (plain decoding)", say_all(pipe, texts, limits, None, g), texts, recognizer),
              **speed_row(pipe, texts[:n], limits[:n], None, g)}
     rows.append(plain)
-    if args.ablation:
-        ablation = zoo.load(args.ablation)
-        ablation.set_progress_bar_config(disable=True)
-        rows.append({**quality_row(f"{args.ablation} (acoustic-only codec)", say_all(ablation, texts, limits, None, g),
-                                   texts, recognizer), **speed_row(ablation, texts[:n], limits[:n], None, g)})
+    variants = {}  # the same recipe with one thing changed: its row, for the claims below
+    for what, source in [("acoustic-only codec", args.ablation), ("phoneme input", args.phonemes)]:
+        if source:
+            variant = zoo.load(source)
+            variant.set_progress_bar_config(disable=True)
+            variants[what] = {**quality_row(f"{source} ({what})", say_all(variant, texts, limits, None, g), texts,
+                                            recognizer), **speed_row(variant, texts[:n], limits[:n], None, g)}
+            rows.append(variants[what])
     schedules = args.schedules if len(pipe.lm.mctp) else []
     for schedule in schedules:
         rows.append({**quality_row(f"{args.tts} (MCTP {schedule})", say_all(pipe, texts, limits, schedule, g), texts,
@@ -105,8 +111,8 @@ def main(argv=None) -> int:
         claim("generation is faster than real time on this CPU (batch 1, plain decoding)", plain["rtf"] < 1,
               f"RTF {plain['rtf']:.2f}, first audio after {plain['first_audio_s']:.2f} s"),
     ]
-    if args.ablation:
-        acoustic = rows[2]
+    if "acoustic-only codec" in variants:
+        acoustic = variants["acoustic-only codec"]
         claims.append(claim("semantic codec tokens lower the WER of generated speech (X-Codec)",
                             plain["wer"] < acoustic["wer"],
                             f"{100 * plain['wer']:.1f}% on the semantic codec vs {100 * acoustic['wer']:.1f}% on the "

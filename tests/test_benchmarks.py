@@ -125,12 +125,13 @@ def test_tts_benchmark_on_tiny_models(tmp_path, monkeypatch):
     CodecTTSPipeline(lm=lm, tokenizer=character_tokenizer(), codec=codec).save_pretrained(tmp_path / "tts")
     SpeechRecognizer(hidden_size=16, num_layers=1, num_heads=2, ffn_dim=32).save_pretrained(tmp_path / "asr")
     monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
-    args = ["--tts", str(tmp_path / "tts"), "--ablation", str(tmp_path / "tts"), "--recognizer", str(tmp_path / "asr"),
+    args = ["--tts", str(tmp_path / "tts"), "--ablation", str(tmp_path / "tts"),
+            "--phonemes", str(tmp_path / "tts"), "--recognizer", str(tmp_path / "asr"),
             "--schedules", "1,2", "--cache-dir", str(tmp_path / "cache"), "--quick"]
     assert tts_benchmark.main(args) == 0
     result = json.loads((tmp_path / "tts.quick.json").read_text())
     assert [r["system"].split(" (")[-1] for r in result["rows"]] == [
-        "espeak-ng originals", "plain decoding)", "acoustic-only codec)", "MCTP 1,2)"]
+        "espeak-ng originals", "plain decoding)", "acoustic-only codec)", "phoneme input)", "MCTP 1,2)"]
     assert all(r["wer"] >= 0 for r in result["rows"]) and result["rows"][1]["rtf"] > 0
     assert len(result["claims"]) == 6
 
