@@ -163,3 +163,13 @@ def test_text_reliance_probe():
     items = [{"text": t, "codes": torch.randint(0, 8, (2, 5))} for t in ("the cat", "a dog ran", "we sat")]
     ce = text_reliance(lm.train(), make_collate(lm, character_tokenizer()), items)
     assert set(ce) == {"own", "other", "none"} and all(v > 0 for v in ce.values()) and lm.training
+
+
+def test_a_transcript_longer_than_the_text_prefix_stops_before_training():
+    from zoo.train.tts_speech import check_prompt_room
+
+    lm = SpeechLM(text_vocab_size=31, max_text_tokens=8, num_codebooks=2, codebook_size=8, max_frames=12,
+                  hidden_size=32, num_layers=1, num_heads=2, depth_hidden_size=16, depth_layers=1, depth_heads=2)
+    check_prompt_room(lm, character_tokenizer(), ["the cat", "a dog"])  # 7 letters + [SOA] fit in 8
+    with pytest.raises(SystemExit, match="--max-text-tokens 16"):
+        check_prompt_room(lm, character_tokenizer(), ["the cat", "a big dog"])

@@ -144,6 +144,16 @@ def text_reliance_hook(collate, items: list[dict], every: int):
     return hook
 
 
+def check_prompt_room(lm: SpeechLM, tokenizer, texts: list[str]) -> None:
+    """Fail before training, not at the first batch that holds it, when the longest transcript (as the LM
+    reads it: letters or phonemes, then [SOA]) does not fit the LM's text prefix."""
+    longest = max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts) + 1
+    if longest > lm.config.max_text_tokens:
+        raise SystemExit(f"the longest training transcript needs {longest} text tokens with [SOA]; the LM's prefix "
+                         f"holds {lm.config.max_text_tokens}. Pass --max-text-tokens {-(-longest // 8) * 8} "
+                         "(or fewer --utterances).")
+
+
 def initial_lm(args, text_vocab_size: int, codebook_size: int) -> SpeechLM:
     """A fresh SpeechLM from the size arguments, or the trained one --init names, checked against the text
     input and the codec this run uses."""
@@ -206,6 +216,7 @@ def main(argv=None) -> int:
     text_map = dict(zip(codes.texts, phonemize(codes.texts))) if phonemes else None
     torch.manual_seed(args.seed)
     lm = initial_lm(args, len(tokenizer), codec.config.codebook_size)
+    check_prompt_room(lm, tokenizer, codes.texts if text_map is None else list(text_map.values()))
     config = cosine_config(args, warmup=200, betas=(0.9, 0.95), weight_decay=0.05,
                            checkpoint_every=min(500, args.steps))
     collate = make_collate(lm, tokenizer, text_map)
