@@ -163,6 +163,10 @@ def test_text_reliance_probe():
     items = [{"text": t, "codes": torch.randint(0, 8, (2, 5))} for t in ("the cat", "a dog ran", "we sat")]
     ce = text_reliance(lm.train(), make_collate(lm, character_tokenizer()), items)
     assert set(ce) == {"own", "other", "none"} and all(v > 0 for v in ce.values()) and lm.training
+    # with a transcript map (the phoneme recipe) the probe's empty prompt stays empty
+    reversed_text = {item["text"]: item["text"][::-1] for item in items}
+    ce_mapped = text_reliance(lm, make_collate(lm, character_tokenizer(), reversed_text), items)
+    assert ce_mapped["none"] == pytest.approx(ce["none"]) and ce_mapped["own"] != pytest.approx(ce["own"])
 
 
 def test_a_transcript_longer_than_the_text_prefix_stops_before_training():

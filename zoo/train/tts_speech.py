@@ -78,7 +78,7 @@ def make_collate(lm: SpeechLM, tokenizer, text_map: dict[str, str] | None = None
     end, start = lm.end_id, lm.start_id
 
     def collate(items):
-        texts = [item["text"] if text_map is None else text_map[item["text"]] for item in items]
+        texts = [item["text"] if text_map is None or not item["text"] else text_map[item["text"]] for item in items]
         ids, mask = encode_prompts(tokenizer, texts, lm.config.max_text_tokens, end_token=SOA)
         first = int(mask.any(0).nonzero()[0])  # the batch's common left padding is cut (see SpeechLM.backbone_states)
         ids, mask = ids[:, first:], mask[:, first:]
