@@ -1,6 +1,6 @@
 """Speech codec: quality vs bitrate on the test split, the semantic branch's effect, and speed.
 
-    python benchmarks/codec.py --codec codec-speech --ablation runs/codec-acoustic/model --utterances 50
+    python benchmarks/codec.py --codec codec-speech --ablation codec-speech-acoustic --utterances 50
 
 Quality rows: the first 1, 2, 4 and 8 codebooks of each codec on `--utterances` test utterances
 (espeak-ng speech, 24 kHz): bitrate, mel distance, STOI, PESQ (wide band), SI-SDR, and the WER / CER
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--codec", default="codec-speech")
-    p.add_argument("--ablation", help="the same codec trained without the semantic branch (folder)")
+    p.add_argument("--ablation", help="the same codec trained without the semantic branch (a built-in name or a folder)")
     p.add_argument("--recognizer", default="asr-speech")
     p.add_argument("--utterances", type=int, default=50)
     p.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8])

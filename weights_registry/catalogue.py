@@ -129,9 +129,12 @@ _BUILTINS = [
     Entry("codec-speech", "builtin", "Streaming speech codec (Mimi layout, X-Codec semantic branch taught by "
           "asr-speech): 24 kHz, 25 Hz, 8 codebooks of 1024, 2 kbps (zoo recipe: zoo train codec-speech; version 2, "
           "6,000 steps)", folder="codec-speech"),
+    Entry("codec-speech-acoustic", "builtin", "codec-speech without the semantic branch (X-Codec's acoustic-only "
+          "ablation): same layout, 8 codebooks of 1024, 2 kbps (zoo recipe: zoo train codec-speech --no-semantic; "
+          "6,000 steps)", folder="codec-speech-acoustic"),
     Entry("tts-speech", "builtin", "Text to speech on codec-speech tokens (4 codebooks, 25 Hz): Moshi-style "
           "temporal + depth transformers with acoustic delay, 4 VITA-Audio MCTP modules (CodecTTSPipeline; zoo "
-          "recipe: zoo train tts-speech; a short first run)", folder="tts-speech"),
+          "recipe: zoo train tts-speech; version 2, 3,000 steps)", folder="tts-speech"),
     Entry("dd-shapes", "builtin", "One/two-step Distilled Decoding student of llamagen-shapes "
           "(DistilledPipeline; zoo recipe: zoo train dd-shapes; a short first run)", folder="dd-shapes"),
 ]
