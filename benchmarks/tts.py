@@ -109,7 +109,7 @@ def main(argv=None) -> int:
               plain["wer"] <= 2 * original["wer"],
               f"{100 * plain['wer']:.1f}% vs {100 * original['wer']:.1f}% ({plain['wer'] / max(original['wer'], 1e-9):.1f}x)"),
         claim("generation is faster than real time on this CPU (batch 1, plain decoding)", plain["rtf"] < 1,
-              f"RTF {plain['rtf']:.2f}, first audio after {plain['first_audio_s']:.2f} s"),
+              f"RTF {plain['rtf']:.2f}, first audio after {1000 * plain['first_audio_s']:.0f} ms"),
     ]
     if "acoustic-only codec" in variants:
         acoustic = variants["acoustic-only codec"]
@@ -121,8 +121,10 @@ def main(argv=None) -> int:
         speedup = plain["rtf"] / row["rtf"]
         claims.append(claim(f"MCTP {schedule}: several-fold faster than plain decoding (VITA-Audio: 3-5x at 7B)",
                             speedup >= 2, f"{speedup:.2f}x (RTF {row['rtf']:.2f} vs {plain['rtf']:.2f})"))
-        claims.append(claim(f"MCTP {schedule}: lower time to first audio", row["first_audio_s"] < plain["first_audio_s"],
-                            f"{row['first_audio_s']:.3f} s vs {plain['first_audio_s']:.3f} s"))
+        # "much lower" (VITA-Audio): at least 20% earlier, so timing noise of a few percent does not count
+        claims.append(claim(f"MCTP {schedule}: much lower time to first audio (at least 20% earlier)",
+                            row["first_audio_s"] <= 0.8 * plain["first_audio_s"],
+                            f"{1000 * row['first_audio_s']:.1f} ms vs {1000 * plain['first_audio_s']:.1f} ms"))
         claims.append(claim(f"MCTP {schedule}: small quality cost (WER within 1.2x of plain decoding)",
                             row["wer"] <= 1.2 * plain["wer"], f"{100 * row['wer']:.1f}% vs {100 * plain['wer']:.1f}%"))
     command = " ".join(["python benchmarks/tts.py", *(sys.argv[1:] if argv is None else argv)])
