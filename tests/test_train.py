@@ -94,6 +94,15 @@ def test_tokenize_then_train_the_ar_model(tmp_path):
     pipe.set_progress_bar_config(disable=True)
     assert pipe(class_labels=["star"], num_images_per_prompt=2).images[0].size == (32, 32)
 
+    # --init goes on from the trained pipeline (its size, not the size arguments), and refuses other tokens
+    assert zoo_main(["train", "llamagen-shapes", "--tokens", str(tokens), "--vq", str(tmp_path / "vq"), "--out",
+                     str(tmp_path / "ar2"), "--steps", "1", "--batch-size", "4", "--init", str(out / "pipeline")]) == 0
+    continued = ARImagePipeline.from_pretrained(tmp_path / "ar2" / "pipeline").transformer
+    assert continued.config.hidden_size == 64 and continued.config.num_layers == 1
+    with pytest.raises(SystemExit, match="does not fit these tokens"):
+        zoo_main(["train", "llamagen-shapes", "--tokens", str(tmp_path / "mine.safetensors"), "--vq",
+                  str(tmp_path / "vq"), "--out", str(tmp_path / "ar3"), "--steps", "1", "--init", str(out / "pipeline")])
+
 
 def test_learning_rate_schedules():
     from zoo.train.loop import TrainConfig, _lr_factor

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from zoo.ar import ARTransformer
 from zoo.data.tokens import TokenDataset
-from zoo.train.loop import TrainConfig, is_main_process, train
+from zoo.train.loop import TrainConfig, is_main_process, load_to_continue, train
 
 
 def next_token_loss(model, batch):
@@ -39,6 +39,20 @@ def build_model(data: TokenDataset, args, vocab_size: int, **overrides) -> ARTra
         class_dropout_prob=0.1, token_dropout=args.dropout, resid_dropout=args.dropout, ffn_dropout=args.dropout,
         zero_init_head=True)
     return ARTransformer(**{**config, **overrides})
+
+
+def initial_model(data: TokenDataset, args, vocab_size: int) -> ARTransformer:
+    """A fresh model from the size arguments, or the trained one --init names, checked against the tokens."""
+    if args.init is None:
+        return build_model(data, args, vocab_size)
+    model = load_to_continue(args.init, ARTransformer, component="transformer")
+    wanted = {"vocab_size": vocab_size, "num_classes": num_classes(data), "grid_size": tuple(data.grid)}
+    wrong = {k: (model.config[k], v) for k, v in wanted.items()
+             if (tuple(model.config[k]) if k == "grid_size" else model.config[k]) != v}
+    if wrong:
+        raise SystemExit(f"--init {args.init} does not fit these tokens (its value, theirs): {wrong}; pass tokens "
+                         "made by the tokenizer it was trained on, with the same classes.")
+    return model
 
 
 def add_arguments(p: argparse.ArgumentParser, default_steps: int = 20000):
@@ -71,6 +85,8 @@ def train_config(args, output_dir: str, steps: int) -> TrainConfig:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="zoo train llamagen-shapes", description=__doc__.splitlines()[0])
     add_arguments(p)
+    p.add_argument("--init", default=None, help="a trained ARImagePipeline or ARTransformer (folder or built-in "
+                   "name) to go on training; the size arguments are then ignored")
     args = p.parse_args(argv)
 
     import zoo
@@ -78,7 +94,7 @@ def main(argv=None) -> int:
 
     vq = zoo.load(args.vq)
     data = TokenDataset(args.tokens)
-    model = train(build_model(data, args, vq.config.codebook_size), data, next_token_loss,
+    model = train(initial_model(data, args, vq.config.codebook_size), data, next_token_loss,
                   train_config(args, args.out, args.steps))
     if is_main_process():
         pipe = ARImagePipeline(transformer=model, vqvae=vq, class_names=data.metadata.get("class_names"))
