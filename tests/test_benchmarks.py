@@ -49,6 +49,29 @@ def test_image_tokenizer_benchmark_on_a_tiny_vq(tmp_path, monkeypatch):
     assert [c["holds"] for c in result["claims"]] == [False, recon["codebook_usage"] >= 0.5]  # random VQ: PSNR low
 
 
+def test_train_step_benchmark_on_a_tiny_model(tmp_path, monkeypatch):
+    """float32 against bf16 autocast through zoo's training loop, on a random VQ's tokens (speeds mean nothing)."""
+    import torch
+
+    from benchmarks import train_step
+    from tokenizers_visual import VQModel
+
+    torch.manual_seed(0)
+    VQModel(codebook_size=64, codebook_dim=4, encoder_ch=16, decoder_ch=16, encoder_ch_mult=[1, 1, 1, 1], norm_groups=8,
+            decoder_ch_mult=[1, 1, 1, 1], num_res_blocks=1, z_channels=16).save_pretrained(tmp_path / "vq")
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    args = ["--vq", str(tmp_path / "vq"), "--batch-size", "4", "--hidden", "32", "--layers", "1", "--heads", "2",
+            "--quick"]
+    assert train_step.main(args) == 0
+    result = json.loads((tmp_path / "train_step.quick.json").read_text())
+    fp32, bf16 = result["rows"]
+    assert (fp32["mixed_precision"], bf16["mixed_precision"]) == ("no", "bf16") and fp32["speedup"] == 1.0
+    assert all(r["steps_per_s"] > 0 and r["final_loss"] > 0 for r in result["rows"])
+    assert len(result["claims"]) == 2
+    with pytest.raises(SystemExit, match="--sequences"):
+        train_step.main(["--vq", str(tmp_path / "vq"), "--sequences", "2", "--batch-size", "4"])
+
+
 def test_c2i_benchmark_on_a_tiny_pipeline(tmp_path, monkeypatch):
     """The c2i benchmark end to end on a random 32 px pipeline (the numbers mean nothing)."""
     import torch

@@ -1,0 +1,121 @@
+"""Training speed of zoo's loop on this machine: float32 against bf16 autocast, same model, same batches.
+
+    python benchmarks/train_step.py [--steps 40] [--batch-size 32] [--quick]
+
+The model is `llamagen-shapes`' transformer layout (vocab 4096, 16x16 grid, 6 layers, width 256, 8 heads,
+7.2M parameters) trained by `zoo.train.loop.train` (accelerate, AdamW, gradient clipping, EMA off) on real
+`vq-shapes` token grids of Shapes training images, from the same initial weights and the same batches in
+both precisions. bf16 autocast (`--mixed-precision bf16` of every recipe) runs the matrix products in
+bfloat16 while the weights, the optimiser and the loss stay float32. On CPUs with AVX512-BF16 (AMD Zen 4,
+Intel Cooper Lake and later) oneDNN has bf16 kernels; elsewhere bf16 can be slower than float32, so this
+benchmark is what tells. Speed is the median steps/s of the logged windows after the first (the first
+holds start-up); the loss is the mean of the last window, to check that bf16 learns like float32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import claim, machine_description, report, write_results
+from benchmarks.images import batches, real_images
+
+
+def shapes_tokens(vq_name: str, n: int) -> list[dict]:
+    """The token grids of the first n Shapes training images, as the loop's dataset items."""
+    import zoo
+
+    vq = zoo.load(vq_name).eval()
+    images, labels = real_images("train", n, 64)
+    with torch.no_grad():
+        ids = torch.cat([vq.encode(b) for b in batches(images)]).flatten(1)  # [n, 256]
+    return [{"ids": i, "label": int(y)} for i, y in zip(ids, labels)]
+
+
+def timed_run(model, data, precision: str, args, folder: Path) -> dict:
+    from accelerate.state import AcceleratorState
+
+    from zoo.train.llamagen_shapes import next_token_loss
+    from zoo.train.loop import TrainConfig, train
+
+    config = TrainConfig(output_dir=str(folder), max_steps=args.steps, batch_size=args.batch_size, lr=1e-3,
+                         weight_decay=0.05, warmup_steps=5, mixed_precision=precision, log_every=args.log_every,
+                         checkpoint_every=10**9, seed=0)
+    # accelerate keeps one process-wide state, fixed at its first mixed_precision: each run starts and
+    # leaves it unset, so that the next run (or the caller's) can choose its own
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        train(copy.deepcopy(model), data, next_token_loss, config)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    windows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    speed = statistics.median(w["steps_per_s"] for w in windows[1:]) if len(windows) > 1 else windows[0]["steps_per_s"]
+    return {"steps_per_s": speed, "s_per_step": 1 / speed, "sequences_per_s": speed * args.batch_size,
+            "final_loss": windows[-1]["loss"]}
+
+
+def main(argv=None) -> int:
+    from zoo.ar import ARTransformer
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--vq", default="vq-shapes", help="the tokenizer whose token grids are trained on")
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--sequences", type=int, default=640, help="Shapes training images tokenized for the runs")
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--layers", type=int, default=6)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--quick", action="store_true", help="a few steps, results to train_step.quick.json")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.steps, args.log_every, args.sequences = 4, 2, min(args.sequences, 2 * args.batch_size)
+    if args.steps < args.log_every or args.sequences < args.batch_size:
+        raise SystemExit("pass --steps >= --log-every and --sequences >= --batch-size.")
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    data = shapes_tokens(args.vq, args.sequences)
+    grid = int(len(data[0]["ids"]) ** 0.5)
+    import zoo
+
+    vocab = zoo.load(args.vq).config.codebook_size
+    model = ARTransformer(vocab_size=vocab, hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
+                          num_classes=10, num_prefix_tokens=1, grid_size=(grid, grid), position_embedding="rope_2d",
+                          class_dropout_prob=0.1)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for precision in ("no", "bf16"):
+            timing = timed_run(model, data, precision, args, Path(tmp) / precision)
+            rows.append({"system": "float32" if precision == "no" else "bf16 autocast",
+                         "mixed_precision": precision, "batch": args.batch_size, **timing})
+    fp32, bf16 = rows
+    speedup = bf16["steps_per_s"] / fp32["steps_per_s"]
+    bf16["speedup"], fp32["speedup"] = speedup, 1.0
+    loss_gap = abs(bf16["final_loss"] - fp32["final_loss"]) / fp32["final_loss"]
+    claims = [
+        claim("bf16 autocast trains at least 1.5x faster than float32 on this CPU", speedup >= 1.5,
+              f"{speedup:.2f}x ({bf16['s_per_step']:.2f} vs {fp32['s_per_step']:.2f} s per step of "
+              f"{args.batch_size} sequences)"),
+        claim(f"bf16 learns like float32 (loss after {args.steps} steps within 2%)", loss_gap <= 0.02,
+              f"{bf16['final_loss']:.4f} vs {fp32['final_loss']:.4f} ({100 * loss_gap:.1f}%)"),
+    ]
+    notes = (f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M-parameter `llamagen-shapes` layout, "
+             f"{args.steps} steps of {args.batch_size} `{args.vq}` token grids ({grid}x{grid}) per precision, "
+             "same initial weights and batches; steps/s: median of the logged windows after the first.")
+    command = "python benchmarks/train_step.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    path = write_results("train_step", command.strip(), machine_description(2), rows, claims,
+                         ["system", "batch", "steps_per_s", "s_per_step", "sequences_per_s", "speedup", "final_loss"],
+                         quick=args.quick, notes=notes)
+    report(rows, claims, path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
