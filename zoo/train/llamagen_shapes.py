@@ -2,6 +2,7 @@
 
     zoo tokenize vq-shapes --num 24000 --out runs/shapes-train.tokens.safetensors
     zoo train llamagen-shapes --tokens runs/shapes-train.tokens.safetensors --vq vq-shapes --out runs/llamagen
+    zoo train llamagen-shapes ... --init llamagen-shapes --mixed-precision bf16   # go on from the built-in
 
 LlamaGen's GPT (pre-RMSNorm, SwiGLU, 2D RoPE, a class token with 10% class dropout for CFG, dropout
 0.1, zero-initialised head), sized down; next-token cross-entropy over all grid tokens, AdamW
