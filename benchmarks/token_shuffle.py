@@ -196,4 +196,9 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from zoo.utils.distributed import end_processes
+
+    try:
+        sys.exit(main())
+    finally:
+        end_processes()  # under accelerate launch

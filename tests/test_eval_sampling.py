@@ -17,11 +17,12 @@ import sys, torch
 from accelerate import PartialState
 from pipelines import ARImagePipeline
 from zoo.metrics.sampling import sample_images
-from zoo.utils.distributed import cpu_processes
+from zoo.utils.distributed import cpu_processes, end_processes
 pipe = ARImagePipeline.from_pretrained(sys.argv[1])
 images = sample_images(pipe, [0, 1, 2, 3, 4], batch_size=2, seed=7, progress=False)
 if PartialState(cpu=cpu_processes()).is_main_process:
     torch.save(images, sys.argv[2])
+end_processes()
 """
 
 
@@ -60,3 +61,15 @@ def test_two_processes_give_the_same_images(pipe, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     expected = sample_images(pipe, [0, 1, 2, 3, 4], batch_size=2, seed=7, progress=False)
     torch.testing.assert_close(torch.load(tmp_path / "images.pt"), expected, atol=1e-5, rtol=0)
+
+
+def test_end_processes_closes_an_open_group_and_is_a_no_op_without_one(tmp_path):
+    import torch.distributed as dist
+
+    from zoo.utils.distributed import end_processes
+
+    end_processes()  # nothing open: nothing to do
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    end_processes()
+    assert not dist.is_initialized()

@@ -383,11 +383,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from zoo.utils.distributed import end_processes
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as err:
         return _fail(str(err))
+    finally:
+        end_processes()
 
 
 if __name__ == "__main__":
