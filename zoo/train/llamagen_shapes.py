@@ -46,14 +46,11 @@ def initial_model(data: TokenDataset, args, vocab_size: int) -> ARTransformer:
     """A fresh model from the size arguments, or the trained one --init names, checked against the tokens."""
     if args.init is None:
         return build_model(data, args, vocab_size)
-    model = load_to_continue(args.init, ARTransformer, component="transformer")
-    wanted = {"vocab_size": vocab_size, "num_classes": num_classes(data), "grid_size": tuple(data.grid)}
-    wrong = {k: (model.config[k], v) for k, v in wanted.items()
-             if (tuple(model.config[k]) if k == "grid_size" else model.config[k]) != v}
-    if wrong:
-        raise SystemExit(f"--init {args.init} does not fit these tokens (its value, theirs): {wrong}; pass tokens "
-                         "made by the tokenizer it was trained on, with the same classes.")
-    return model
+    return load_to_continue(
+        args.init, ARTransformer, component="transformer",
+        wanted={"vocab_size": vocab_size, "num_classes": num_classes(data), "grid_size": data.grid},
+        against="these tokens (its value, theirs)",
+        advice="pass tokens made by the tokenizer it was trained on, with the same classes.")
 
 
 def add_arguments(p: argparse.ArgumentParser, default_steps: int = 20000):

@@ -229,10 +229,13 @@ def save_on_main(model, folder) -> None:
         print(f"saved {folder}")
 
 
-def load_to_continue(source: str, model_class: type, component: str | None = None):
+def load_to_continue(source: str, model_class: type, component: str | None = None, wanted: dict | None = None,
+                     against: str = "this run (its value, this run's)", advice: str = ""):
     """A trained model (folder or built-in name) to go on training: checked to be a `model_class`, in float32
     (built-ins are stored in float16). A recipe's `--init`. `component` names the model inside a pipeline
-    (e.g. "lm" of a CodecTTSPipeline), for recipes that ship pipelines."""
+    (e.g. "lm" of a CodecTTSPipeline), for recipes that ship pipelines. `wanted` ({config key: value}) are
+    the settings this run needs the model to have (lists and tuples compare alike, as a config read back
+    from JSON holds lists); any that differ stop the run with `against` and `advice` in the message."""
     import zoo
 
     model = zoo.load(source)
@@ -240,5 +243,11 @@ def load_to_continue(source: str, model_class: type, component: str | None = Non
         model = model.components.get(component, model)
     if not isinstance(model, model_class):
         raise SystemExit(f"--init {source} is a {type(model).__name__}, not a {model_class.__name__}.")
+    wrong = {k: (model.config[k], v) for k, v in (wanted or {}).items() if _plain(model.config[k]) != _plain(v)}
+    if wrong:
+        raise SystemExit(f"--init {source} does not fit {against}: {wrong}; {advice}")
     return model.float()
 
+
+def _plain(value):
+    return tuple(value) if isinstance(value, (list, tuple)) else value

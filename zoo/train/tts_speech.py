@@ -164,13 +164,10 @@ def initial_lm(args, text_vocab_size: int, codebook_size: int) -> SpeechLM:
                         depth_hidden_size=args.depth_hidden, depth_layers=args.depth_layers,
                         depth_heads=max(args.depth_hidden // 32, 1), num_mctp_modules=args.mctp_modules,
                         text_dropout=args.text_dropout)
-    lm = load_to_continue(args.init, SpeechLM, component="lm")
-    wanted = {"text_vocab_size": text_vocab_size, "num_codebooks": args.codebooks, "codebook_size": codebook_size}
-    wrong = {k: (lm.config[k], v) for k, v in wanted.items() if lm.config[k] != v}
-    if wrong:
-        raise SystemExit(f"--init {args.init} does not fit this run (its value, this run's): {wrong}; pass the "
-                         "--text-input, --codebooks and --codec it was trained with.")
-    return lm
+    return load_to_continue(
+        args.init, SpeechLM, component="lm",
+        wanted={"text_vocab_size": text_vocab_size, "num_codebooks": args.codebooks, "codebook_size": codebook_size},
+        advice="pass the --text-input, --codebooks and --codec it was trained with.")
 
 
 def main(argv=None) -> int:
