@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from benchmarks.common import claim, machine_description, report, write_results
+from benchmarks.common import claim, machine_description, report, run_launched, write_results
 from benchmarks.images import (add_sampling_arguments, image_metrics, num_images, real_images,
                                reconstructions, reference_set)
 from zoo.metrics.sampling import sample_images
@@ -80,9 +80,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from zoo.utils.distributed import end_processes
-
-    try:
-        sys.exit(main())
-    finally:
-        end_processes()  # under accelerate launch
+    run_launched(main)

@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import re
+import sys
 from pathlib import Path
 
 from zoo.utils.io import atomic_file
@@ -99,3 +100,13 @@ def report(rows: list[dict], claims: list[dict], path: Path):
     for c in claims:
         print(f"[{'holds' if c['holds'] else 'FAILS'}] {c['claim']}: {c['evidence']}")
     print(f"results: {path}")
+
+
+def run_launched(main) -> None:
+    """Run a benchmark's main() as a script that may run under `accelerate launch`: close the process group
+    after a successful run (`zoo.utils.distributed.end_processes`), then exit with main's status."""
+    from zoo.utils.distributed import end_processes
+
+    status = main()
+    end_processes()
+    sys.exit(status)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import claim, machine_description, report, write_results
+from benchmarks.common import claim, machine_description, report, run_launched, write_results
 from benchmarks.images import add_sampling_arguments, batches, latency_seconds, num_images, reconstructions
 from zoo.data.shapes import ShapesDataset
 from zoo.metrics.image import shapes_fid
@@ -196,9 +196,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from zoo.utils.distributed import end_processes
-
-    try:
-        sys.exit(main())
-    finally:
-        end_processes()  # under accelerate launch
+    run_launched(main)

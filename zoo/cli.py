@@ -387,11 +387,11 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        status = args.func(args)
     except (ValueError, FileNotFoundError) as err:
         return _fail(str(err))
-    finally:
-        end_processes()
+    end_processes()  # under accelerate launch; not after a failure, where a barrier could wait forever
+    return status
 
 
 if __name__ == "__main__":
