@@ -25,18 +25,16 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import claim, machine_description, report, write_results
-from benchmarks.images import batches, real_images
 
 
-def shapes_tokens(vq_name: str, n: int) -> list[dict]:
-    """The token grids of the first n Shapes training images, as the loop's dataset items."""
-    import zoo
+def shapes_tokens(vq, n: int, path: Path):
+    """A token file of the first n Shapes training images at 64 px, as `zoo tokenize vq-shapes` writes it,
+    read back as the recipe's dataset."""
+    from zoo.data.tokens import TokenDataset, save_tokens, shapes_images, tokenize
 
-    vq = zoo.load(vq_name).eval()
-    images, labels = real_images("train", n, 64)
-    with torch.no_grad():
-        ids = torch.cat([vq.encode(b) for b in batches(images)]).flatten(1)  # [n, 256]
-    return [{"ids": i, "label": int(y)} for i, y in zip(ids, labels)]
+    image_at, labels, class_names = shapes_images("train", n, 64)
+    save_tokens(path, tokenize(vq.eval(), image_at, n, progress=False), labels, class_names=class_names)
+    return TokenDataset(path)
 
 
 def timed_run(model, data, precision: str, args, folder: Path) -> dict:
@@ -62,8 +60,6 @@ def timed_run(model, data, precision: str, args, folder: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    from zoo.ar import ARTransformer
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--vq", default="vq-shapes", help="the tokenizer whose token grids are trained on")
     p.add_argument("--steps", type=int, default=40)
@@ -81,16 +77,16 @@ def main(argv=None) -> int:
         raise SystemExit("pass --steps >= --log-every and --sequences >= --batch-size.")
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    data = shapes_tokens(args.vq, args.sequences)
-    grid = int(len(data[0]["ids"]) ** 0.5)
     import zoo
+    from zoo.train.llamagen_shapes import build_model
 
-    vocab = zoo.load(args.vq).config.codebook_size
-    model = ARTransformer(vocab_size=vocab, hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
-                          num_classes=10, num_prefix_tokens=1, grid_size=(grid, grid), position_embedding="rope_2d",
-                          class_dropout_prob=0.1)
+    vq = zoo.load(args.vq)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        data = shapes_tokens(vq, args.sequences, Path(tmp) / "tokens.safetensors")
+        # the recipe's model at the size asked for, without dropout (as the built-in was trained)
+        model = build_model(data, argparse.Namespace(hidden=args.hidden, layers=args.layers, heads=args.heads,
+                                                     dropout=0.0), vq.config.codebook_size)
         for precision in ("no", "bf16"):
             timing = timed_run(model, data, precision, args, Path(tmp) / precision)
             rows.append({"system": "float32" if precision == "no" else "bf16 autocast",
@@ -106,8 +102,9 @@ def main(argv=None) -> int:
         claim(f"bf16 learns like float32 (loss after {args.steps} steps within 2%)", loss_gap <= 0.02,
               f"{bf16['final_loss']:.4f} vs {fp32['final_loss']:.4f} ({100 * loss_gap:.1f}%)"),
     ]
+    grid = "x".join(map(str, data.grid))
     notes = (f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M-parameter `llamagen-shapes` layout, "
-             f"{args.steps} steps of {args.batch_size} `{args.vq}` token grids ({grid}x{grid}) per precision, "
+             f"{args.steps} steps of {args.batch_size} `{args.vq}` token grids ({grid}) per precision, "
              "same initial weights and batches; steps/s: median of the logged windows after the first.")
     command = "python benchmarks/train_step.py " + " ".join(sys.argv[1:] if argv is None else argv)
     path = write_results("train_step", command.strip(), machine_description(2), rows, claims,
