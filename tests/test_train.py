@@ -10,6 +10,7 @@ import torch
 
 from tokenizers_visual import VQModel
 from zoo.cli import main as zoo_main
+from zoo.train import RECIPES
 
 TOY = ["--size", "32", "--width", "32", "--codebook-size", "64", "--batch-size", "2", "--restart-every", "2"]
 
@@ -52,6 +53,19 @@ def test_two_process_accelerate_launch(tmp_path):
     assert "2 process(es)" in (out / "train.log").read_text()
     assert (out / "model" / "config.json").is_file()
     assert result.stdout.count("saved") == 1  # only the main process saves
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_every_recipe_takes_mixed_precision(recipe, capsys):
+    with pytest.raises(SystemExit):
+        zoo_main(["train", recipe, "--help"])
+    assert "--mixed-precision {no,bf16,fp16}" in capsys.readouterr().out
+
+
+def test_mixed_precision_reaches_the_loop(tmp_path):
+    out = tmp_path / "bf16"
+    assert zoo_main(["train", "vq-shapes", "--out", str(out), "--steps", "2", "--mixed-precision", "bf16", *TOY]) == 0
+    assert "'mixed_precision': 'bf16'" in (out / "train.log").read_text()
 
 
 def test_bad_settings():

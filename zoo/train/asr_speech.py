@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from zoo.data.speech import SpeechDataset, add_noise
 from zoo.metrics.recognizer import SpeechRecognizer, error_rates
-from zoo.train.loop import TrainConfig, train
+from zoo.train.loop import TrainConfig, add_mixed_precision, train
 
 
 class AugmentedSpeech(torch.utils.data.Dataset):
@@ -85,11 +85,12 @@ def main(argv=None) -> int:
     p.add_argument("--eval-utterances", type=int, default=200)
     p.add_argument("--cache-dir", default=None, help="where the speech cache lives (default ~/.cache/zoo/speech)")
     p.add_argument("--seed", type=int, default=0)
+    add_mixed_precision(p)
     args = p.parse_args(argv)
     config = TrainConfig(output_dir=args.out, max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=1e-2, warmup_steps=min(300, args.steps // 10), lr_schedule="cosine",
                          log_every=min(50, args.steps), checkpoint_every=min(500, args.steps), seed=args.seed,
-                         extra=vars(args))
+                         mixed_precision=args.mixed_precision, extra=vars(args))
     model = SpeechRecognizer(hidden_size=args.hidden, num_layers=args.layers, num_heads=max(args.hidden // 48, 1),
                              ffn_dim=4 * args.hidden)
     data = AugmentedSpeech(SpeechDataset("train", args.utterances, cache_dir=args.cache_dir), seed=args.seed)

@@ -29,7 +29,7 @@ from tokenizers_audio.codec import SpeechCodec
 from tokenizers_audio.discriminator import MultiScaleSTFTDiscriminator
 from zoo.data.speech import SpeechDataset
 from zoo.metrics.audio import log_mel
-from zoo.train.loop import TrainConfig, train
+from zoo.train.loop import TrainConfig, add_mixed_precision, train
 
 
 class SpeechCrops(torch.utils.data.Dataset):
@@ -157,12 +157,13 @@ def main(argv=None) -> int:
     p.add_argument("--w-adversarial", type=float, default=1.0)
     p.add_argument("--w-feature-matching", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=0)
+    add_mixed_precision(p)
     args = p.parse_args(argv)
     codec = build_codec(args)
     config = TrainConfig(output_dir=args.out, max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          betas=(0.8, 0.99), warmup_steps=min(200, args.steps // 10), lr_schedule="cosine",
                          log_every=min(50, args.steps), checkpoint_every=min(500, args.steps), seed=args.seed,
-                         extra=vars(args))
+                         mixed_precision=args.mixed_precision, extra=vars(args))
     data = SpeechCrops(SpeechDataset("train", args.utterances, cache_dir=args.cache_dir),
                        args.crop_frames * codec.frame_size, args.seed)
     weights = {"stft": args.w_stft, "mel": args.w_mel, "commitment": args.w_commitment, "semantic": args.w_semantic,

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from zoo.train.loop import TrainConfig, is_main_process, train
+from zoo.train.loop import TrainConfig, add_mixed_precision, is_main_process, train
 
 
 def dd_loss(codebook: torch.Tensor, split: int, second_step: int, naive: bool):
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--ema", type=float, default=None)
-    p.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
+    add_mixed_precision(p)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 

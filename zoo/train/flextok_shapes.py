@@ -26,7 +26,7 @@ from pathlib import Path
 
 from zoo.data.shapes import ShapesDataset
 from zoo.flow.rectified import logit_normal_times
-from zoo.train.loop import cosine_config, save_on_main, train
+from zoo.train.loop import add_mixed_precision, cosine_config, save_on_main, train
 
 
 def build_model(args):
@@ -97,6 +97,7 @@ def add_latent_arguments(p: argparse.ArgumentParser, steps: int, lr: float):
     p.add_argument("--size", type=int, default=64, help="image size in pixels")
     p.add_argument("--images", type=int, default=20000, help="training images (their latents are encoded once)")
     p.add_argument("--seed", type=int, default=0)
+    add_mixed_precision(p)
 
 
 def parse(argv):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from zoo.ar import ARTransformer
 from zoo.data.tokens import TokenDataset
-from zoo.train.loop import TrainConfig, is_main_process, load_to_continue, train
+from zoo.train.loop import TrainConfig, add_mixed_precision, is_main_process, load_to_continue, train
 
 
 def next_token_loss(model, batch):
@@ -68,7 +68,7 @@ def add_arguments(p: argparse.ArgumentParser, default_steps: int = 20000):
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--ema", type=float, default=None)
-    p.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
+    add_mixed_precision(p)
     p.add_argument("--seed", type=int, default=0)
 
 

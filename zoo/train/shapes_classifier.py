@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from zoo.data.shapes import ShapesDataset, render, to_tensor
 from zoo.metrics.classifier import ATTRIBUTES, ShapesClassifier, attribute_labels
-from zoo.train.loop import TrainConfig, train
+from zoo.train.loop import TrainConfig, add_mixed_precision, train
 
 
 class LabelledShapes(torch.utils.data.Dataset):
@@ -68,11 +68,13 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--eval-images", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
+    add_mixed_precision(p)
     args = p.parse_args(argv)
     config = TrainConfig(output_dir=args.out, max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=1e-4, warmup_steps=min(200, args.steps // 10), lr_schedule="cosine",
                          log_every=min(100, args.steps),
-                         checkpoint_every=min(1000, args.steps), seed=args.seed, extra=vars(args))
+                         checkpoint_every=min(1000, args.steps), seed=args.seed,
+                         mixed_precision=args.mixed_precision, extra=vars(args))
     model = train(ShapesClassifier(), LabelledShapes("train"), classifier_loss, config)
     from accelerate import PartialState
 

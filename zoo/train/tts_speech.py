@@ -21,7 +21,7 @@ import torch
 from zoo.ar.speech import SpeechLM, delay_codes, speech_lm_loss
 from zoo.data.speech import PHONEMES, SpeechDataset, phonemize
 from zoo.data.text import SOA, character_tokenizer, encode_prompts
-from zoo.train.loop import cosine_config, load_to_continue, train
+from zoo.train.loop import add_mixed_precision, cosine_config, load_to_continue, train
 
 
 class SpeechCodes(torch.utils.data.Dataset):
@@ -198,6 +198,7 @@ def main(argv=None) -> int:
     p.add_argument("--text-input", default="characters", choices=["characters", "phonemes"],
                    help="what the LM reads: the transcript's letters or espeak-ng's phonemes (IPA) of it")
     p.add_argument("--seed", type=int, default=0)
+    add_mixed_precision(p)
     p.add_argument("--init", default=None, help="a trained CodecTTSPipeline or SpeechLM (folder or built-in name) "
                                                 "to go on training; the size arguments are then its own")
     args = p.parse_args(argv)

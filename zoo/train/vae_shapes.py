@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo.data.shapes import ShapesDataset
-from zoo.train.loop import cosine_config, save_on_main, train
+from zoo.train.loop import add_mixed_precision, cosine_config, save_on_main, train
 
 
 def vae_config(width: int, latent_channels: int, levels: int, size: int, norm_groups: int) -> dict:
@@ -63,6 +63,7 @@ def parse(argv):
     p.add_argument("--norm-groups", type=int, default=8)
     p.add_argument("--kl-weight", type=float, default=1e-6)
     p.add_argument("--seed", type=int, default=0)
+    add_mixed_precision(p)
     return p.parse_args(argv)
 
 

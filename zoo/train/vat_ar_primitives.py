@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from zoo.ar import ARTransformer
 from zoo.ar.next_scale import next_scale_config
 from zoo.data.primitives import CATEGORIES, CachedPrimitives
-from zoo.train.loop import cosine_config, is_main_process, train
+from zoo.train.loop import add_mixed_precision, cosine_config, is_main_process, train
 
 
 @torch.no_grad()
@@ -78,6 +78,7 @@ def parse(argv):
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
+    add_mixed_precision(p)
     return p.parse_args(argv)
 
 

@@ -29,7 +29,7 @@ import argparse
 from pathlib import Path
 
 from zoo.data.primitives import CachedPrimitives, cache_primitives
-from zoo.train.loop import cosine_config, load_to_continue, resumed_step, save_on_main, train
+from zoo.train.loop import add_mixed_precision, cosine_config, load_to_continue, resumed_step, save_on_main, train
 
 
 def build_model(args):
@@ -100,6 +100,7 @@ def parse(argv):
                    help="first steps trained as a plain VAE, without quantisation (default: a third of --steps)")
     p.add_argument("--restart-every", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
+    add_mixed_precision(p)
     p.add_argument("--init", default=None, help="a trained VAT (folder or built-in name) to go on training; its "
                                                 "architecture replaces the size arguments and --vae-steps defaults to 0")
     return p.parse_args(argv)

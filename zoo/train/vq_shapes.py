@@ -19,7 +19,7 @@ import argparse
 import torch.nn.functional as F
 
 from zoo.data.shapes import ShapesDataset
-from zoo.train.loop import cosine_config, save_on_main, train
+from zoo.train.loop import add_mixed_precision, cosine_config, save_on_main, train
 
 
 def build_model(args):
@@ -71,14 +71,14 @@ def parse(argv):
                    help="GroupNorm groups. LlamaGen uses 32, but at width 32 that is one channel per group (instance "
                         "norm), with which the decoder grows a speck beside every shape; with 8 the 5,000-step vq-shapes has none")
     p.add_argument("--ema", type=float, default=None, help="EMA decay of the weights (off by default)")
-    p.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
+    add_mixed_precision(p)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse(argv)
-    config = cosine_config(args, warmup=500, ema_decay=args.ema, mixed_precision=args.mixed_precision)
+    config = cosine_config(args, warmup=500, ema_decay=args.ema)
     model = build_model(args)
     model = train(model, ShapesDataset("train", size=args.size), vq_loss, config,
                   hooks=[dead_code_restarts(args.restart_every)])
