@@ -3,7 +3,9 @@
 
 The text (characters, left-padded, ending in [SOA]) is the prefix of a `SpeechLM`; the shared engine
 then emits delayed multi-codebook frames (`FrameStep`: the depth transformer, optionally MCTP modules)
-until the semantic stream says END; the undelayed codes go to the `SpeechCodec`'s decoder. With
+until the semantic stream says END; the undelayed codes go to the `SpeechCodec`'s decoder. A model with an
+aligned text stream (DSM-TTS, `SpeechLM(text_stream=True)`) also walks through the text's characters as it
+speaks them; the script it may emit is the prompt text. With
 `stream=True` the call returns a generator of audio chunks, each decoded by the codec's streaming
 decoder as soon as its frames exist: the same samples as the offline call for the same seed.
 """
@@ -83,6 +85,9 @@ class _SpeechLMPipeline(ZooPipeline):
         if lm.config.num_codebooks > codec.config.num_codebooks:
             raise ValueError(f"the LM reads {lm.config.num_codebooks} codebooks; the codec has "
                              f"{codec.config.num_codebooks}.")
+        if lm.config.text_stream and text_input != "characters":
+            raise ValueError("an LM with an aligned text stream reads characters (its alignment is of the letters); "
+                             f"got text_input={text_input!r}.")
         if len(tokenizer) > lm.config.text_vocab_size:
             raise ValueError(f"the text tokenizer has {len(tokenizer)} tokens; the LM reads {lm.config.text_vocab_size}.")
         self.register_modules(lm=lm, tokenizer=tokenizer, codec=codec)
@@ -112,14 +117,22 @@ class _SpeechLMPipeline(ZooPipeline):
             raise ValueError(f"max_seconds must be a positive number, got {max_seconds!r}.")
         return min(limit, prompt_frames + int(np.ceil(max_seconds * self.frame_rate)) + 1 + self.lm.max_delay)
 
+    def text_stream_scripts(self, texts: list[str]) -> list[list[int]] | None:
+        """What a text-stream LM's text stream may say, per row: the normalised text's character ids
+        (None for an LM without a text stream)."""
+        if not self.lm.config.text_stream:
+            return None
+        return [self.tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+
     def generate_codes(self, text_ids, text_mask, num_frames: int, prompt_frames=None, guidance_scale: float = 1.0,
                        temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, generator=None,
-                       mctp_schedule=None, callback_on_step_end=None):
+                       mctp_schedule=None, callback_on_step_end=None, scripts=None):
         """The frame loop, as a generator: after every engine step yields (codes [B, Q, t], lengths), the
-        undelayed codes complete so far and each row's audio length in frames (None until its END).
-        Stops once every row has ended and its delayed tail is complete, or at `num_frames`."""
+        undelayed codec codes complete so far and each row's audio length in frames (None until its END).
+        Stops once every row has ended and its delayed tail is complete, or at `num_frames`. scripts: the
+        text stream's characters per row (`text_stream_scripts`), for an LM with a text stream."""
         lm, device = self.lm, self._execution_device
-        Q, D, B = lm.num_codebooks, lm.max_delay, len(text_ids)
+        Q, D, B, semantic = lm.num_streams, lm.max_delay, len(text_ids), lm.semantic_stream
         kwargs = dict(prefix_ids=text_ids.to(device), prefix_mask=text_mask.to(device), temperature=temperature,
                       top_k=top_k, top_p=top_p, generator=generator)
         if guidance_scale != 1:
@@ -128,18 +141,20 @@ class _SpeechLMPipeline(ZooPipeline):
                           guidance_scale=guidance_scale)
         if prompt_frames is not None:
             kwargs["prompt_tokens"] = prompt_frames.transpose(1, 2).flatten(1).to(device)
-        lengths, searched = [None] * B, lm.delays[0]  # END is searched for in the frames not yet searched
+        delay = lm.delays[semantic]
+        lengths, searched = [None] * B, delay  # END is searched for in the frames not yet searched
         steps = self.generate_token_steps(num_frames * Q, callback_on_step_end, model=lm.backbone,
-                                          step=FrameStep(lm, mctp_schedule), **kwargs)
+                                          step=FrameStep(lm, mctp_schedule, scripts), **kwargs)
         for out in steps:
             n = out.tokens.shape[1] // Q
             frames = out.tokens.view(B, n, Q).transpose(1, 2)  # [B, Q, n] delayed
             for row in range(B):
                 if lengths[row] is None:
-                    ends = (frames[row, 0, searched:] == lm.end_id).nonzero()
-                    lengths[row] = searched - lm.delays[0] + int(ends[0]) if len(ends) else None
-            searched = max(n, lm.delays[0])
-            yield (undelay_codes(frames, lm.delays) if n > D else frames[:, :, :0]), lengths
+                    ends = (frames[row, semantic, searched:] == lm.end_id).nonzero()
+                    lengths[row] = searched - delay + int(ends[0]) if len(ends) else None
+            searched = max(n, delay)
+            codes = undelay_codes(frames, lm.delays) if n > D else frames[:, :, :0]
+            yield codes[:, semantic:], lengths
             if all(length is not None and n >= length + D for length in lengths):
                 steps.close()  # closes the progress bar too
                 break
@@ -232,7 +247,8 @@ class CodecTTSPipeline(_SpeechLMPipeline):
         ids, mask = self.encode_text(texts)
         loop = self.generate_codes(ids, mask, self.frame_budget(max_seconds), guidance_scale=guidance_scale,
                                    temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
-                                   mctp_schedule=mctp_schedule, callback_on_step_end=callback_on_step_end)
+                                   mctp_schedule=mctp_schedule, callback_on_step_end=callback_on_step_end,
+                                   scripts=self.text_stream_scripts(texts))
         if stream:
             if len(texts) != 1:
                 raise ValueError(f"stream=True speaks one text at a time; got {len(texts)}.")
@@ -268,6 +284,9 @@ class SpeechContinuationPipeline(_SpeechLMPipeline):
         self.check_call_args(guidance_scale, output_type, chunk_frames)
         audio = prepare(audio, sample_rate, self.sample_rate, resample, name="the audio prompt")
         lm = self.lm
+        if lm.config.text_stream:
+            raise ValueError("this LM reads an aligned text stream, which an audio prompt does not come with; continue "
+                             "audio with an LM trained without --text-stream.")
         codes = self.codec.encode(audio, self.sample_rate, num_codebooks=lm.num_codebooks)  # [B, Q, Tp]
         num_given = codes.shape[2]
         if num_given + lm.max_delay + 2 > lm.config.max_frames:

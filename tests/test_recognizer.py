@@ -76,7 +76,7 @@ def test_asr_and_codec_recipes_run(tmp_path):
     assert (tmp_path / "asr" / "validation.json").is_file()
     assert main(["train", "codec-speech", "--out", str(tmp_path / "codec"), "--teacher", str(tmp_path / "asr" / "model"),
                  "--utterances", "4", "--steps", "2", "--batch-size", "2", "--crop-frames", "4", "--filters", "4",
-                 "--hidden", "32", "--layers", "1", "--codebooks", "3", "--codebook-size", "16", "--codebook-dim", "8",
+                 "--hidden", "32", "--layers", "1", "--codebooks", "3", "--codebook-size", "32", "--codebook-dim", "8",
                  "--adversarial", "--cache-dir", cache]) == 0
     log = (tmp_path / "codec" / "metrics.jsonl").read_text()
     assert all(f'"{term}"' in log for term in ("semantic", "mel", "stft", "adversarial", "feature_matching"))
@@ -114,6 +114,17 @@ def test_asr_and_codec_recipes_run(tmp_path):
     speech_out, rate = read_wav(tmp_path / "speech.wav")
     assert rate == 24_000 and 0 < speech_out.shape[-1] <= 10 * 960
 
+    # DSM-TTS: the transcripts aligned once by the recogniser, then an aligned text stream
+    assert main(["train", "tts-speech", "--out", str(tmp_path / "dsm"), "--codec", codec, "--codebooks", "2",
+                 "--utterances", "4", "--steps", "2", "--batch-size", "2", "--hidden", "32", "--layers", "1",
+                 "--heads", "2", "--depth-hidden", "32", "--depth-layers", "1", "--mctp-modules", "0",
+                 "--max-text-tokens", "240", "--text-stream", "--text-lead", "2", "--aligner",
+                 str(tmp_path / "asr" / "model"), "--cache-dir", cache]) == 0
+    assert (tmp_path / "dsm" / "alignments-train-4.safetensors").is_file()
+    assert '"ce_text"' in (tmp_path / "dsm" / "metrics.jsonl").read_text()
+    assert main(["generate", str(tmp_path / "dsm" / "pipeline"), "--text", "the cat", "--max-seconds", "0.3",
+                 "--out", str(tmp_path / "dsm.wav")]) == 0
+
 
 @needs_espeak
 def test_builtin_recognizer_transcribes_clean_speech(offline, tmp_path):
@@ -127,3 +138,20 @@ def test_builtin_recognizer_transcribes_clean_speech(offline, tmp_path):
     hypotheses = [asr.transcribe(data[i]["audio"], sample_rate=24_000)[0] for i in range(len(data))]
     rates = error_rates([data[i]["text"] for i in range(len(data))], hypotheses)
     assert rates["wer"] < 0.15 and rates["cer"] < 0.05, (rates, hypotheses)  # 3.3% / 0.56% on 200 utterances
+
+    # forced alignment, one utterance alone and the same in a padded batch
+    audios, texts = [data[i]["audio"] for i in (0, 1)], [data[i]["text"] for i in (0, 1)]
+    alone = asr.align(audios[0], texts[0], sample_rate=24_000)[0]
+    batch = torch.nn.utils.rnn.pad_sequence(audios, batch_first=True)[:, None]
+    together = asr.align(batch, texts, sample_rate=24_000, lengths=[len(a) for a in audios])
+    assert torch.equal(together[0], alone) and [len(t) for t in together] == [len(t) for t in texts]
+    for starts, audio, text in zip(together, audios, texts):
+        duration = len(audio) / 24_000
+        assert (starts.diff() >= 0).all() and 0 <= starts[0] < 0.5 and starts[-1] < duration
+        # a word starts after the previous one has had time to be said (espeak-ng: about 0.1-0.6 s a word)
+        word_starts = starts[[0] + [i + 1 for i, c in enumerate(text) if c == " "]]
+        assert 0.05 < word_starts.diff().mean() < 0.8
+    with pytest.raises(ValueError, match="frames"):
+        asr.align(audios[0][:4800], texts[0], sample_rate=24_000)  # 0.2 s cannot hold the sentence
+    with pytest.raises(ValueError, match="one non-empty transcript per audio row"):
+        asr.align(batch, texts[:1], sample_rate=24_000)

@@ -4,7 +4,16 @@ import pytest
 import torch
 
 from zoo.ar import generate
-from zoo.ar.speech import FrameStep, SpeechLM, delay_codes, moshi_delays, mctp_plan, undelay_codes
+from zoo.ar.speech import (
+    FrameStep,
+    SpeechLM,
+    aligned_text_stream,
+    delay_codes,
+    mctp_plan,
+    moshi_delays,
+    text_stream_delays,
+    undelay_codes,
+)
 from zoo.data.text import SOA, character_tokenizer, encode_prompts
 
 Q, V = 3, 16
@@ -167,6 +176,14 @@ def test_text_reliance_probe():
     reversed_text = {item["text"]: item["text"][::-1] for item in items}
     ce_mapped = text_reliance(lm, make_collate(lm, character_tokenizer(), reversed_text), items)
     assert ce_mapped["none"] == pytest.approx(ce["none"]) and ce_mapped["own"] != pytest.approx(ce["own"])
+    # a text-stream LM: the other's characters at their own times (one a frame), cut to this utterance's length
+    lm = SpeechLM(**{**lm.config, "codebook_size": 32, "max_frames": 16, "text_stream": True, "text_lead": 1})
+    items = [{"text": t, "codes": torch.randint(0, 32, (2, n)), "char_starts": torch.arange(len(t)) * 0.04}
+             for t, n in (("the cat", 8), ("a dog ran", 10), ("we sat", 6))]
+    collate = make_collate(lm, character_tokenizer(), frame_rate=25.0)
+    assert set(text_reliance(lm, collate, items, frame_rate=25.0)) == {"own", "other", "none"}
+    with pytest.raises(ValueError, match="frame_rate"):
+        text_reliance(lm, collate, items)
 
 
 def test_a_transcript_longer_than_the_text_prefix_stops_before_training():
@@ -177,3 +194,84 @@ def test_a_transcript_longer_than_the_text_prefix_stops_before_training():
     check_prompt_room(lm, character_tokenizer(), ["the cat", "a dog"])  # 7 letters + [SOA] fit in 8
     with pytest.raises(SystemExit, match="--max-text-tokens 16"):
         check_prompt_room(lm, character_tokenizer(), ["the cat", "a big dog"])
+
+
+# ----------------------------------------------------------------------------- aligned text stream (DSM-TTS)
+PAD = 0  # the character tokenizer's [PAD]
+
+
+@pytest.fixture(scope="module")
+def text_model():
+    torch.manual_seed(0)
+    return SpeechLM(text_vocab_size=31, max_text_tokens=8, num_codebooks=2, codebook_size=32, max_frames=40,
+                    hidden_size=32, num_layers=2, num_heads=2, depth_hidden_size=16, depth_layers=1, depth_heads=2,
+                    num_mctp_modules=2, text_dropout=0.0, text_stream=True, text_lead=3).eval()
+
+
+def scripts_of(texts):
+    return [character_tokenizer()(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def test_the_text_stream_places_characters_in_order_on_the_frame_grid():
+    assert text_stream_delays(3, text_lead=4) == [0, 4, 5, 5]
+    stream = aligned_text_stream([5, 6, 7, 8], [1, 1, 2, 6], num_frames=8, pad_id=PAD)
+    # 6 starts where 5 does: it takes the next free frame, and so pushes 7 on too
+    assert stream.tolist() == [PAD, 5, 6, 7, PAD, PAD, 8, PAD]
+    # characters that would run past the end move back, in order
+    assert aligned_text_stream([5, 6, 7], [4, 4, 4], num_frames=6, pad_id=PAD).tolist() == [PAD, PAD, PAD, 5, 6, 7]
+    with pytest.raises(ValueError, match="do not fit"):
+        aligned_text_stream([5, 6, 7], [0, 1, 2], num_frames=2, pad_id=PAD)
+    with pytest.raises(ValueError, match="one per character"):
+        aligned_text_stream([5, 6], [0], num_frames=6, pad_id=PAD)
+
+
+def test_a_text_stream_model_has_one_more_stream(text_model):
+    assert (text_model.num_streams, text_model.semantic_stream, text_model.delays) == (3, 1, [0, 3, 4])
+    ids, mask = prompt()
+    frames = torch.randint(0, 32, (2, 3, 9))
+    with torch.no_grad():
+        assert text_model(ids, mask, frames).logits.shape == (2, 9, 3, 33)
+    with pytest.raises(ValueError, match="text stream"):
+        text_model(ids, mask, frames[:, 1:])
+    with pytest.raises(ValueError, match="text_vocab_size <= codebook_size"):
+        SpeechLM(text_vocab_size=31, num_codebooks=2, codebook_size=16, text_stream=True)
+
+
+@pytest.mark.parametrize("schedule", [None, [1, 2]])
+def test_the_text_stream_says_its_script_in_order_and_speech_ends_after_it(text_model, schedule):
+    texts = ["the cat", "a dog"]
+    scripts = scripts_of(texts)
+    ids, mask = prompt(texts)
+    with torch.no_grad():  # END as likely as any code, so a row that may end soon does
+        text_model.depth.body.head.weight[33:66].zero_()
+    out = generate(text_model.backbone, 40 * 3, prefix_ids=ids, prefix_mask=mask,
+                   step=FrameStep(text_model, schedule, scripts), generator=torch.Generator().manual_seed(0))
+    frames = out.tokens.view(2, 40, 3).transpose(1, 2)  # [B, S, F]
+    for row, script in enumerate(scripts):
+        text = frames[row, 0]
+        said = text[text != PAD].tolist()
+        assert said == script  # exactly the script, in order (the budget leaves room for all of it)
+        ends = (frames[row, 1] == text_model.end_id).nonzero()
+        assert len(ends), "the row never ended"
+        last_char = int((text != PAD).nonzero().max())
+        assert int(ends[0]) > last_char  # END only once the script is out
+
+
+def test_text_stream_decoding_is_the_same_with_and_without_the_cache(text_model):
+    texts = ["we sat", "hi"]
+    ids, mask = prompt(texts)
+    kwargs = dict(prefix_ids=ids, prefix_mask=mask, uncond_prefix_ids=prompt(["", ""])[0],
+                  uncond_prefix_mask=prompt(["", ""])[1], guidance_scale=2.0)
+    a, b = (generate(text_model.backbone, 12 * 3, step=FrameStep(text_model, [1, 2], scripts_of(texts)),
+                     generator=torch.Generator().manual_seed(3), use_cache=cache, **kwargs) for cache in (True, False))
+    assert torch.equal(a.tokens, b.tokens)
+
+
+def test_the_text_stream_needs_its_scripts(text_model, model):
+    with pytest.raises(ValueError, match="needs the scripts"):
+        FrameStep(text_model)
+    with pytest.raises(ValueError, match="needs the scripts"):
+        FrameStep(model, scripts=[[5, 6]])
+    ids, mask = prompt()
+    with pytest.raises(ValueError, match="one per row"):
+        generate(text_model.backbone, 3, prefix_ids=ids, prefix_mask=mask, step=FrameStep(text_model, scripts=[[5]]))

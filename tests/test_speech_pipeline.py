@@ -148,3 +148,34 @@ def test_phoneme_input(pipe, tmp_path):
     assert pipe.config.text_input == "characters"
     with pytest.raises(ValueError, match="text_input"):
         CodecTTSPipeline(lm=lm, tokenizer=tokenizer, codec=pipe.codec, text_input="ipa")
+
+
+@pytest.fixture(scope="module")
+def text_stream_pipe():
+    """A DSM-TTS pipeline: the LM also walks through the text's characters in an aligned text stream."""
+    torch.manual_seed(0)
+    lm = SpeechLM(text_vocab_size=31, max_text_tokens=24, num_codebooks=3, codebook_size=32, max_frames=40,
+                  hidden_size=32, num_layers=2, num_heads=2, depth_hidden_size=16, depth_layers=1, depth_heads=2,
+                  num_mctp_modules=2, text_stream=True, text_lead=2)
+    codec = SpeechCodec(**{**CODEC, "codebook_size": 32})
+    pipe = CodecTTSPipeline(lm=lm.eval(), tokenizer=character_tokenizer(), codec=codec.eval())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize("schedule", [None, [1, 2]])
+def test_text_stream_tts_streams_the_offline_waveform(text_stream_pipe, schedule):
+    pipe = text_stream_pipe
+    out = pipe(["hi", "we sat"], generator=seeds(2, 7), mctp_schedule=schedule)
+    for audio, codes in zip(out.audios, out.codes):  # the codec's codes only, the text stream left out
+        assert codes.shape[0] == 3 and audio.shape == (codes.shape[1] * pipe.codec.frame_size,)
+    chunks = list(pipe("we sat", generator=torch.Generator().manual_seed(8), mctp_schedule=schedule, stream=True))
+    offline = pipe("we sat", generator=torch.Generator().manual_seed(8), mctp_schedule=schedule).audios[0]
+    np.testing.assert_allclose(np.concatenate(chunks), offline, atol=1e-5)
+
+
+def test_text_stream_tts_refuses_what_it_cannot_read(text_stream_pipe):
+    with pytest.raises(ValueError, match="audio prompt"):
+        SpeechContinuationPipeline(**text_stream_pipe.components)(torch.zeros(1, 1, 4800), sample_rate=24_000)
+    with pytest.raises(ValueError, match="reads characters"):
+        CodecTTSPipeline(**{**text_stream_pipe.components, "text_input": "phonemes"})

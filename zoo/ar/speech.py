@@ -12,6 +12,13 @@ Moshi's layout on the shared engine (`zoo.ar.generate`), for text-to-speech:
 Token ids of every stream: 0..V-1 the codec's codes, V = END (end of speech, predicted on the semantic
 stream), V + 1 = START (a delayed stream before its first token; input only, as Moshi's initial token).
 
+Aligned text stream (`text_stream=True`; Kyutai's delayed streams modeling, DSM-TTS): stream 0 holds the
+transcript's characters at the frames where they are spoken (from CTC forced alignment) and [PAD]
+elsewhere, and the audio streams run `text_lead` frames behind it, so the model reads each character a
+little before it has to say it. The model predicts the text stream too, which is how it decides *when*
+to move on: in generation the text stream may only take [PAD] or the next character of the script, and
+the semantic stream may say END only once the whole script is out. The prefix still holds the whole text.
+
 MCTP (VITA-Audio): K light modules chained after the backbone. Module k is one decoder layer over
 W_k [RMSNorm(emb(frame t+k-1)) ; RMSNorm(h^{k-1}_t)] (h^0 = the backbone), shares the frame embeddings,
 the final norm and the depth head, and predicts frame t+k. A schedule [M1, m1, M2, m2, ...] (cycled)
@@ -49,6 +56,32 @@ NEG = -1e9  # a logit that never wins; finite so that CFG's uncond + s * (cond -
 def moshi_delays(num_codebooks: int, acoustic_delay: int = 1) -> list[int]:
     """Semantic codebook on time, the acoustic ones `acoustic_delay` frames behind (Moshi: 1)."""
     return [0] + [acoustic_delay] * (num_codebooks - 1)
+
+
+def text_stream_delays(num_codebooks: int, text_lead: int, acoustic_delay: int = 1) -> list[int]:
+    """The text stream on time, the audio `text_lead` frames behind it (Moshi's delays after that)."""
+    return [0] + [text_lead + d for d in moshi_delays(num_codebooks, acoustic_delay)]
+
+
+def aligned_text_stream(char_ids: list[int], start_frames, num_frames: int, pad_id: int) -> torch.Tensor:
+    """A transcript on the frame grid: [num_frames] ids, character i at the frame where it starts, [PAD]
+    elsewhere. Characters that start on a frame already taken move on to the next free one (they can come
+    faster than frames), and the last ones move back where that runs past the end; their order is kept.
+    Raises ValueError for more characters than frames."""
+    if len(char_ids) != len(start_frames):
+        raise ValueError(f"{len(char_ids)} characters but {len(start_frames)} start frames; pass one per character.")
+    if len(char_ids) > num_frames:
+        raise ValueError(f"{len(char_ids)} characters do not fit into {num_frames} frames, one a frame.")
+    frames, previous = [], -1
+    for start in start_frames:
+        previous = max(int(start), previous + 1)
+        frames.append(previous)
+    following = num_frames
+    for i in reversed(range(len(frames))):
+        frames[i] = following = min(frames[i], following - 1)
+    stream = torch.full((num_frames,), pad_id, dtype=torch.long)
+    stream[frames] = torch.as_tensor(char_ids, dtype=torch.long)
+    return stream
 
 
 def delay_codes(codes: torch.Tensor, delays: list[int], start_id: int, end_id: int) -> torch.Tensor:
@@ -199,12 +232,16 @@ class SpeechLM(AtomicSaveMixin, ModelMixin, ConfigMixin):
         text_vocab_size: ids of the text tokenizer (with its special tokens).
         max_text_tokens: the prefix length (prompts are left-padded to it, [SOA] last).
         num_codebooks, codebook_size: Q and V of the codec (its first Q codebooks).
-        delays: frames each codebook lags behind; default Moshi's [0, 1, 1, ...].
+        delays: frames each stream lags behind; default Moshi's [0, 1, 1, ...] (with a text stream
+            [0, L, L + 1, ...] for text_lead L).
         max_frames: frames after the prefix (the context), delays and END included.
         hidden_size, num_layers, num_heads: the backbone (temporal) transformer, 1D RoPE.
         depth_hidden_size, depth_layers, depth_heads, per_step_input: the depth transformer.
         num_mctp_modules: K MCTP modules (0: none).
         text_dropout: probability of training a row on the empty prompt (for classifier-free guidance).
+        text_stream: add the aligned text stream (stream 0, before the codebooks; DSM-TTS, see the module).
+        text_lead: frames the audio runs behind the text stream (default delays only).
+        text_pad_id: the text stream's filler between characters (the character tokenizer's [PAD]).
 
     Examples:
         >>> from zoo import SpeechLM
@@ -224,11 +261,18 @@ class SpeechLM(AtomicSaveMixin, ModelMixin, ConfigMixin):
                  codebook_size: int = 1024, delays: list[int] | None = None, max_frames: int = 400,
                  hidden_size: int = 256, num_layers: int = 6, num_heads: int = 8, depth_hidden_size: int = 256,
                  depth_layers: int = 2, depth_heads: int = 4, per_step_input: bool = True, num_mctp_modules: int = 0,
-                 text_dropout: float = 0.1, dropout: float = 0.0):
+                 text_dropout: float = 0.1, dropout: float = 0.0, text_stream: bool = False, text_lead: int = 6,
+                 text_pad_id: int = 0):
         super().__init__()
-        delays = moshi_delays(num_codebooks) if delays is None else list(delays)
-        if len(delays) != num_codebooks or min(delays) < 0:
-            raise ValueError(f"delays must be {num_codebooks} integers >= 0 (one per codebook), got {delays}.")
+        streams = num_codebooks + int(text_stream)
+        if delays is None:
+            delays = text_stream_delays(num_codebooks, text_lead) if text_stream else moshi_delays(num_codebooks)
+        delays = list(delays)
+        if len(delays) != streams or min(delays) < 0:
+            raise ValueError(f"delays must be {streams} integers >= 0 (one per stream), got {delays}.")
+        if text_stream and not 0 <= text_pad_id < text_vocab_size <= codebook_size:
+            raise ValueError(f"a text stream needs text_pad_id < text_vocab_size <= codebook_size (its ids share the "
+                             f"codebooks' id range), got {text_pad_id}, {text_vocab_size}, {codebook_size}.")
         if max_frames <= max(delays) + 1:
             raise ValueError(f"max_frames={max_frames} leaves no room for audio after the delays {delays}.")
         self.delays = delays
@@ -238,24 +282,35 @@ class SpeechLM(AtomicSaveMixin, ModelMixin, ConfigMixin):
             vocab_size=0, input_vocab_size=text_vocab_size, hidden_size=hidden_size, num_layers=num_layers,
             num_heads=num_heads, num_prefix_tokens=max_text_tokens, seq_len=max_frames,
             position_embedding="rope_1d", rope_prefix="positions", resid_dropout=dropout, ffn_dropout=dropout)
-        self.frame_embedding = nn.Embedding(num_codebooks * (codebook_size + 2), hidden_size)
+        self.frame_embedding = nn.Embedding(streams * (codebook_size + 2), hidden_size)
         nn.init.normal_(self.frame_embedding.weight, std=0.02)
-        self.depth = DepthTransformer(num_codebooks, codebook_size + 1, codebook_size + 2, hidden_size,
+        self.depth = DepthTransformer(streams, codebook_size + 1, codebook_size + 2, hidden_size,
                                       depth_hidden_size, depth_layers, depth_heads, per_step_input, dropout)
         self.mctp = nn.ModuleList(MCTPModule(hidden_size, num_heads, llama_ffn_dim(hidden_size), dropout=dropout)
                                   for _ in range(num_mctp_modules))
 
     @property
     def num_codebooks(self) -> int:
+        """The codec codebooks the LM predicts."""
         return self.config.num_codebooks
+
+    @property
+    def num_streams(self) -> int:
+        """Tokens a frame holds: the codebooks, and the text stream first if there is one."""
+        return self.config.num_codebooks + int(self.config.text_stream)
+
+    @property
+    def semantic_stream(self) -> int:
+        """Index of the first codebook (the semantic one, which says END) among the streams."""
+        return int(self.config.text_stream)
 
     @property
     def max_delay(self) -> int:
         return max(self.delays)
 
     def embed_frames(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Frames as flat ids [R, n * Q] (or [R, n, Q]) -> one summed embedding per frame [R, n, D]."""
-        Q = self.num_codebooks
+        """Frames as flat ids [R, n * S] (or [R, n, S]) over the S streams -> one summed embedding per frame [R, n, D]."""
+        Q = self.num_streams
         frames = tokens.view(tokens.shape[0], -1, Q)
         offsets = torch.arange(Q, device=tokens.device) * (self.config.codebook_size + 2)
         return self.frame_embedding(frames + offsets).sum(dim=2)
@@ -273,7 +328,7 @@ class SpeechLM(AtomicSaveMixin, ModelMixin, ConfigMixin):
 
     def forward(self, text_ids: torch.Tensor, text_mask: torch.Tensor, frames: torch.Tensor,
                 mctp_detach: bool = False, mctp_frames: int | None = None) -> SpeechLMOutput:
-        """Teacher-forced logits for delayed frames [B, Q, F] after the prompt (ids, mask [B, max_text_tokens]).
+        """Teacher-forced logits for delayed frames [B, S, F] (S streams) after the prompt (ids, mask [B, max_text_tokens]).
 
         The hidden state after [SOA] predicts frame 0, the one after frame t predicts frame t + 1; MCTP
         module k predicts frame t + k from module k - 1's state at t and frame t + k - 1.
@@ -303,8 +358,9 @@ class SpeechLM(AtomicSaveMixin, ModelMixin, ConfigMixin):
         """
         self.check_frames(frames)
         B, Q, _ = frames.shape
-        if Q != self.num_codebooks:
-            raise ValueError(f"frames have {Q} codebooks; this model reads {self.num_codebooks}.")
+        if Q != self.num_streams:
+            raise ValueError(f"frames have {Q} streams; this model reads {self.num_streams} "
+                             f"({self.num_codebooks} codebooks{' and the text stream' * self.config.text_stream}).")
         if not 1 <= text_ids.shape[1] <= self.config.max_text_tokens or text_mask.shape != text_ids.shape:
             raise ValueError(f"text_ids and text_mask must be [B, n] with n <= {self.config.max_text_tokens}, got "
                              f"{tuple(text_ids.shape)} and {tuple(text_mask.shape)}.")
@@ -357,19 +413,32 @@ def speech_lm_loss(logits: torch.Tensor, frames: torch.Tensor, num_valid: torch.
 class FrameStep:
     """A step of the shared decode loop that emits whole frames: the backbone's last hidden state goes
     through the depth transformer (Q tokens); with an MCTP schedule some steps then run MCTP modules for
-    more frames, and the backbone reads all of a step's frames in its next pass."""
+    more frames, and the backbone reads all of a step's frames in its next pass.
 
-    def __init__(self, model: SpeechLM, mctp_schedule: list[int] | str | None = None):
+    scripts: with a text-stream model, each row's text as the ids the text stream reads (one list per row):
+    that stream may then only take [PAD] or the row's next character, and END waits for the last one.
+    """
+
+    def __init__(self, model: SpeechLM, mctp_schedule: list[int] | str | None = None, scripts: list | None = None):
         self.model = model
         self.vocab_size = model.config.codebook_size + 1  # what the engine samples from (codes and END)
         self.mctp_schedule = mctp_schedule
         if mctp_schedule is not None:
             mctp_plan(mctp_schedule, 1, len(model.mctp))  # validate early
+        if model.config.text_stream != (scripts is not None):
+            raise ValueError("a text-stream SpeechLM needs the scripts (the text as ids, one list per row), and only "
+                             "such a model takes them.")
+        if scripts is not None:
+            self.script_lengths = torch.tensor([len(ids) for ids in scripts])
+            width = max(int(self.script_lengths.max()), 1) + 1  # one [PAD] after the longest: "nothing left"
+            self.scripts = torch.full((len(scripts), width), model.config.text_pad_id, dtype=torch.long)
+            for row, ids in enumerate(scripts):
+                self.scripts[row, :len(ids)] = torch.as_tensor(ids, dtype=torch.long)
         self.reset(num_tokens=0, num_given=0, batch_size=0)
 
     def reset(self, num_tokens: int, num_given: int, batch_size: int):
         """Called by the engine before decoding: forget the previous generation."""
-        Q = self.model.num_codebooks
+        Q = self.model.num_streams
         for name, value in (("num_tokens", num_tokens), ("num_given", num_given)):
             if value % Q:
                 raise ValueError(f"{name}={value} is not a whole number of {Q}-token frames.")
@@ -377,15 +446,19 @@ class FrameStep:
         self.plan = mctp_plan(self.mctp_schedule, (num_tokens - num_given) // Q, len(self.model.mctp))
         self.steps_done = 0
         self.ended = torch.zeros(batch_size, dtype=torch.bool)
+        self.said = torch.zeros(batch_size, dtype=torch.long)  # characters of the script the text stream has emitted
+        if self.model.config.text_stream and batch_size and batch_size != len(self.scripts):
+            raise ValueError(f"{len(self.scripts)} scripts for a batch of {batch_size}; pass one per row.")
         self._mctp_ready, self._embedded = False, 0
 
     def num_steps(self, num_tokens: int) -> int:
-        if num_tokens % self.model.num_codebooks:
-            raise ValueError(f"{num_tokens} tokens are not whole frames of {self.model.num_codebooks} codebooks.")
-        return len(mctp_plan(self.mctp_schedule, num_tokens // self.model.num_codebooks, len(self.model.mctp)))
+        S = self.model.num_streams
+        if num_tokens % S:
+            raise ValueError(f"{num_tokens} tokens are not whole frames of {S} streams.")
+        return len(mctp_plan(self.mctp_schedule, num_tokens // S, len(self.model.mctp)))
 
     def cache_length(self, num_prefix: int, num_tokens: int) -> int:
-        return num_prefix + num_tokens // self.model.num_codebooks - 1
+        return num_prefix + num_tokens // self.model.num_streams - 1
 
     def check_tokens(self, ids: torch.Tensor, name: str = "prompt_tokens"):
         self.model.check_frames(ids, name)
@@ -415,32 +488,61 @@ class FrameStep:
         return torch.cat(frames, dim=1)
 
     def _sample_frame(self, hidden: torch.Tensor, sample_fn) -> torch.Tensor:
-        """One frame through the depth transformer: [R, D] -> tokens [B, Q] (START / END forced where due)."""
+        """One frame through the depth transformer: [R, D] -> tokens [B, S] (START / END forced where due, the
+        text stream held to its script)."""
         R, B = hidden.shape[0], len(self.ended)
-        frame, model = self.frame, self.model
+        frame, model, semantic = self.frame, self.model, self.model.semantic_stream
         ended = self.ended = self.ended.to(hidden.device)
         tokens_out = []  # the frame's tokens as the model reads them back
 
         def choose(k: int, logits: torch.Tensor) -> torch.Tensor:
-            if k:  # only the semantic stream ends speech
+            if k < semantic:
+                return self._choose_text(logits, sample_fn, R // B, tokens_out)
+            if k > semantic:  # only the semantic stream ends speech
                 logits = logits.clone()
                 logits[..., model.end_id] = NEG
+            elif model.config.text_stream:  # ... and only once the script is out
+                logits = logits.clone()
+                done = self._script_done().repeat(R // B)[:, None]  # [R, 1]
+                logits[..., model.end_id] = torch.where(done, logits[..., model.end_id], NEG)
             token = sample_fn(logits)  # [B, 1]
             if model.delays[k] > frame:
                 token = torch.full_like(token, model.start_id)
-            elif k == 0:
+            elif k == semantic:
                 token = torch.where(ended[:, None], model.end_id, token)
             tokens_out.append(token)
             return torch.cat([token] * (R // B))
 
         self.model.depth.sample(hidden, choose)
         tokens = torch.cat(tokens_out, dim=1)
-        if model.delays[0] <= frame:
-            self.ended = ended | (tokens[:, 0] == model.end_id)
+        if model.delays[semantic] <= frame:
+            self.ended = ended | (tokens[:, semantic] == model.end_id)
         if self._uses_mctp:
             self._store_frame(tokens)
         self.frame += 1
         return tokens
+
+    def _script_done(self) -> torch.Tensor:
+        """[B] bool: every character of the row's script is out (always true without a text stream)."""
+        if not self.model.config.text_stream:
+            return torch.ones_like(self.ended)
+        return self.said.to(self.ended.device) >= self.script_lengths.to(self.ended.device)
+
+    def _choose_text(self, logits: torch.Tensor, sample_fn, copies: int, tokens_out: list) -> torch.Tensor:
+        """The text stream's token: [PAD] or the row's next character, as the model samples between them."""
+        pad = self.model.config.text_pad_id
+        scripts, said = self.scripts.to(logits.device), self.said.to(logits.device)
+        upcoming = scripts.gather(1, said.clamp(max=scripts.shape[1] - 1)[:, None]).repeat(copies, 1)  # [R, 1]
+        allowed = torch.full_like(logits, NEG)
+        allowed[..., pad] = logits[..., pad]
+        allowed.scatter_(-1, upcoming[:, None], logits.gather(-1, upcoming[:, None]))
+        token = sample_fn(allowed)  # [B, 1]
+        token = torch.where(self.ended.to(token.device)[:, None], pad, token)
+        if self.model.delays[0] > self.frame:
+            token = torch.full_like(token, self.model.start_id)
+        self.said = said + (token[:, 0] != pad).long()
+        tokens_out.append(token)
+        return token.repeat(copies, 1)
 
     # ------------------------------------------------------------------ MCTP state
     # t indexes the frame a hidden state predicts: the backbone's state after [SOA] is t = 0. Per module k

@@ -150,6 +150,40 @@ class SpeechRecognizer(AtomicSaveMixin, ModelMixin, ConfigMixin):
         return [self.decode_ids(row[:n].tolist()) for row, n in zip(ids, frames)]
 
 
+    @torch.no_grad()
+    def align(self, audio, texts, sample_rate: int | None = None, lengths=None, resample: bool = False) -> list:
+        """CTC forced alignment (torchaudio's Viterbi `forced_align`): where each character of each row's
+        transcript starts, in seconds -> one float tensor [len(text)] per row, non-decreasing.
+
+        audio [B, 1, T] (or one waveform [T]) with `texts` (one transcript per row, in the alphabet, spaces
+        included); lengths: valid samples per row. The model is causal, so a character is found when the
+        model has heard it: its time lags the sound's onset by about the same amount everywhere (a fixed
+        offset, not drift). A transcript that needs more CTC frames than the audio has raises ValueError.
+        """
+        import torchaudio.functional as TAF
+
+        if isinstance(texts, str):
+            texts = [texts]
+        audio = prepare(audio, sample_rate, self.config.sample_rate, resample).to(self.device)
+        if not isinstance(texts, (list, tuple)) or len(texts) != len(audio) or not all(isinstance(t, str) and t
+                                                                                       for t in texts):
+            raise ValueError(f"texts must be one non-empty transcript per audio row ({len(audio)}), got {texts!r}.")
+        log_probs = self(audio).float().log_softmax(-1).cpu()
+        frames = [log_probs.shape[1]] * len(texts) if lengths is None else [int(self.num_frames(n)) for n in lengths]
+        seconds_per_frame = self.samples_per_frame / self.config.sample_rate
+        starts = []
+        for row, text, n in zip(log_probs, texts, frames):
+            targets = torch.tensor([self.encode_text(text)])
+            repeats = sum(a == b for a, b in zip(text, text[1:]))  # CTC puts a blank between equal neighbours
+            if len(text) + repeats > n:
+                raise ValueError(f"{len(text)} characters need at least {len(text) + repeats} frames of "
+                                 f"{seconds_per_frame * 1000:.0f} ms; the audio has {n}. Pass the whole utterance.")
+            path, _ = TAF.forced_align(row[None, :n], targets, blank=0)
+            spans = TAF.merge_tokens(path[0], torch.zeros(n))
+            starts.append(torch.tensor([span.start for span in spans], dtype=torch.float32) * seconds_per_frame)
+        return starts
+
+
 def normalize_text(text: str) -> str:
     """Lower case, letters / apostrophes / single spaces only (the form transcripts are scored in)."""
     kept = "".join(c if c in ALPHABET else " " for c in text.lower())

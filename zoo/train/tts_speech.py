@@ -8,6 +8,11 @@ frames of the first `--codebooks` codebooks, END after the last frame. `--mctp-m
 VITA-Audio's MCTP modules: they read detached backbone states (VITA-Audio's gradient detach, so the
 backbone is the one plain decoding uses), and their depth-transformer loss runs at `--mctp-frames`
 random frames per batch to bound the cost on a CPU. The pipeline is written to `--out/pipeline`.
+
+`--text-stream` trains Kyutai's delayed-streams TTS (DSM-TTS) on zoo's LM: the recogniser `--aligner`
+(CTC forced alignment) finds where each character of each transcript starts, once (cached in
+`--out/alignments-train-<n>.safetensors`); the LM reads and predicts the characters at those frames in a
+text stream that runs `--text-lead` frames ahead of the audio, next to the usual text prefix.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from zoo.ar.speech import SpeechLM, delay_codes, speech_lm_loss
+from zoo.ar.speech import SpeechLM, aligned_text_stream, delay_codes, speech_lm_loss
 from zoo.data.speech import PHONEMES, SpeechDataset, phonemize
 from zoo.data.text import SOA, character_tokenizer, encode_prompts
 from zoo.train.loop import add_mixed_precision, cosine_config, load_to_continue, train
@@ -69,13 +74,58 @@ class SpeechCodes(torch.utils.data.Dataset):
         return len(self.texts)
 
     def __getitem__(self, index: int) -> dict:
-        return {"text": self.texts[index], "codes": self.codes[:, self.offsets[index]:self.offsets[index + 1]].long()}
+        item = {"text": self.texts[index], "codes": self.codes[:, self.offsets[index]:self.offsets[index + 1]].long()}
+        if self.char_starts is not None:
+            item["char_starts"] = self.char_starts[index]
+        return item
+
+    char_starts = None  # per utterance, where each character starts (seconds), once `align` has run
+
+    def align(self, recognizer, data: SpeechDataset, path: str | Path, batch_size: int = 16, progress: bool = True):
+        """Where each transcript's characters start (`SpeechRecognizer.align`), computed once and cached at `path`."""
+        from safetensors import safe_open
+        from safetensors.torch import save_file
+        from tqdm.auto import tqdm
+
+        from zoo.utils.io import atomic_path
+
+        path = Path(path)
+        expected = {"texts": json.dumps(self.texts), "recognizer": json.dumps(
+            {k: v for k, v in recognizer.config.items() if not k.startswith("_")}, sort_keys=True)}
+        if not path.is_file():
+            order = sorted(range(len(data)), key=lambda i: len(data.audio(i)))  # batches of similar lengths
+            starts = [None] * len(data)
+            for first in tqdm(range(0, len(order), batch_size), desc="aligning the transcripts", disable=not progress):
+                rows = order[first:first + batch_size]
+                audios = [data.audio(i) for i in rows]
+                batch = torch.nn.utils.rnn.pad_sequence(audios, batch_first=True)[:, None]
+                found = recognizer.align(batch, [self.texts[i] for i in rows], recognizer.config.sample_rate,
+                                         lengths=[len(a) for a in audios])
+                for i, row_starts in zip(rows, found):
+                    starts[i] = row_starts
+            offsets = torch.tensor([0] + [len(t) for t in starts]).cumsum(0)
+            with atomic_path(path) as tmp:
+                save_file({"starts": torch.cat(starts), "offsets": offsets}, tmp, metadata=expected)
+        with safe_open(path, "pt") as f:
+            if any(f.metadata().get(k) != v for k, v in expected.items()):
+                raise ValueError(f"{path} holds alignments of other transcripts or by another recogniser; delete it.")
+            flat, offsets = f.get_tensor("starts"), f.get_tensor("offsets")
+        self.char_starts = [flat[offsets[i]:offsets[i + 1]] for i in range(len(self.texts))]
 
 
-def make_collate(lm: SpeechLM, tokenizer, text_map: dict[str, str] | None = None):
-    """Items -> a batch: prompts (ids, mask; left-padded to the batch's longest), delayed frames [B, Q, F]
-    (codes, END, padding) and num_valid [B]. `text_map` replaces each transcript (e.g. by its phonemes)."""
+def make_collate(lm: SpeechLM, tokenizer, text_map: dict[str, str] | None = None, frame_rate: float | None = None):
+    """Items -> a batch: prompts (ids, mask; left-padded to the batch's longest), delayed frames [B, S, F]
+    (codes, END, padding; with a text stream its characters first) and num_valid [B]. `text_map` replaces
+    each transcript (e.g. by its phonemes). A text-stream LM needs items with "char_starts" (seconds) and
+    the codec's `frame_rate`."""
     end, start = lm.end_id, lm.start_id
+    if lm.config.text_stream and frame_rate is None:
+        raise ValueError("a text-stream LM's batches need the codec's frame_rate to place the characters.")
+
+    def text_stream(item, num_frames: int) -> torch.Tensor:
+        ids = tokenizer(item["text"], add_special_tokens=False)["input_ids"]
+        frames = (item["char_starts"] * frame_rate).floor().long().tolist()
+        return aligned_text_stream(ids, frames, num_frames, lm.config.text_pad_id)
 
     def collate(items):
         texts = [item["text"] if text_map is None or not item["text"] else text_map[item["text"]] for item in items]
@@ -86,11 +136,15 @@ def make_collate(lm: SpeechLM, tokenizer, text_map: dict[str, str] | None = None
         for item in items:
             codes = item["codes"][None]
             codes = torch.cat([codes, torch.full_like(codes[..., :1], end)], dim=2)  # END after the last frame
-            rows.append(delay_codes(codes, lm.delays, start, end)[0])
+            if not lm.config.text_stream:
+                rows.append(delay_codes(codes, lm.delays, start, end)[0])
+                continue
+            audio = delay_codes(codes, lm.delays[1:], start, end)[0]
+            rows.append(torch.cat([text_stream(item, audio.shape[1])[None], audio]))
         lengths = torch.tensor([r.shape[1] for r in rows])
         if lengths.max() > lm.config.max_frames:
             raise ValueError(f"an utterance needs {int(lengths.max())} frames; the LM holds {lm.config.max_frames}.")
-        frames = torch.full((len(rows), lm.num_codebooks, int(lengths.max())), end)
+        frames = torch.full((len(rows), lm.num_streams, int(lengths.max())), end)
         for i, r in enumerate(rows):
             frames[i, :, :r.shape[1]] = r
         return {"text_ids": ids, "text_mask": mask, "frames": frames, "num_valid": lengths}
@@ -106,7 +160,10 @@ def make_loss(mctp_weight: float, mctp_frames: int | None):
         loss = speech_lm_loss(out.logits, frames, valid, lm.start_id)
         with torch.no_grad():
             metrics = {"ce": loss.item(),
-                       "ce_semantic": speech_lm_loss(out.logits, frames, valid, lm.start_id, codebook=0).item()}
+                       "ce_semantic": speech_lm_loss(out.logits, frames, valid, lm.start_id,
+                                                     codebook=lm.semantic_stream).item()}
+            if lm.config.text_stream:
+                metrics["ce_text"] = speech_lm_loss(out.logits, frames, valid, lm.start_id, codebook=0).item()
         if out.mctp_logits:
             mctp = torch.stack([speech_lm_loss(logits, frames, valid, lm.start_id, targets=t)
                                 for logits, t in zip(out.mctp_logits, out.mctp_targets)])
@@ -118,27 +175,37 @@ def make_loss(mctp_weight: float, mctp_frames: int | None):
 
 
 @torch.no_grad()
-def text_reliance(lm: SpeechLM, collate, items: list[dict]) -> dict:
+def text_reliance(lm: SpeechLM, collate, items: list[dict], frame_rate: float | None = None) -> dict:
     """How much the LM listens to the transcript: the semantic codebook's teacher-forced cross-entropy on
     `items` with their own transcripts, with the transcripts rolled by one (each row gets another's) and
     with none. A model that has learnt the alignment scores far lower with its own text."""
+    if lm.config.text_stream and frame_rate is None:
+        raise ValueError("the probe of a text-stream LM needs the codec's frame_rate.")
     was_training = lm.training
     lm.eval()
     rolled = [{"text": items[(i + 1) % len(items)]["text"], "codes": item["codes"]} for i, item in enumerate(items)]
     empty = [{"text": "", "codes": item["codes"]} for item in items]
+    if lm.config.text_stream:  # another's characters at their own times, as many as this utterance lasts; none
+        for i, row in enumerate(rolled):
+            other = items[(i + 1) % len(items)]
+            fits = int((other["char_starts"] < row["codes"].shape[1] / frame_rate).sum())
+            row["text"], row["char_starts"] = other["text"][:fits], other["char_starts"][:fits]
+        for row in empty:
+            row["char_starts"] = torch.zeros(0)
     out = {}
     for name, rows in (("own", items), ("other", rolled), ("none", empty)):
         batch = collate(rows)
         logits = lm(batch["text_ids"], batch["text_mask"], batch["frames"]).logits
-        out[name] = speech_lm_loss(logits, batch["frames"], batch["num_valid"], lm.start_id, codebook=0).item()
+        out[name] = speech_lm_loss(logits, batch["frames"], batch["num_valid"], lm.start_id,
+                                   codebook=lm.semantic_stream).item()
     lm.train(was_training)
     return out
 
 
-def text_reliance_hook(collate, items: list[dict], every: int):
+def text_reliance_hook(collate, items: list[dict], every: int, frame_rate: float | None = None):
     def hook(step, model, accelerator, log):
         if step % every == 0 and accelerator.is_main_process:
-            ce = text_reliance(accelerator.unwrap_model(model), collate, items)
+            ce = text_reliance(accelerator.unwrap_model(model), collate, items, frame_rate)
             log(f"step {step}: semantic CE with the own transcripts {ce['own']:.3f}, another's {ce['other']:.3f}, "
                 f"none {ce['none']:.3f}")
     return hook
@@ -163,11 +230,12 @@ def initial_lm(args, text_vocab_size: int, codebook_size: int) -> SpeechLM:
                         hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
                         depth_hidden_size=args.depth_hidden, depth_layers=args.depth_layers,
                         depth_heads=max(args.depth_hidden // 32, 1), num_mctp_modules=args.mctp_modules,
-                        text_dropout=args.text_dropout)
+                        text_dropout=args.text_dropout, text_stream=args.text_stream, text_lead=args.text_lead)
     return load_to_continue(
         args.init, SpeechLM, component="lm",
-        wanted={"text_vocab_size": text_vocab_size, "num_codebooks": args.codebooks, "codebook_size": codebook_size},
-        advice="pass the --text-input, --codebooks and --codec it was trained with.")
+        wanted={"text_vocab_size": text_vocab_size, "num_codebooks": args.codebooks, "codebook_size": codebook_size,
+                "text_stream": args.text_stream},
+        advice="pass the --text-input, --codebooks, --codec and --text-stream it was trained with.")
 
 
 def main(argv=None) -> int:
@@ -197,6 +265,11 @@ def main(argv=None) -> int:
     p.add_argument("--text-dropout", type=float, default=0.1)
     p.add_argument("--text-input", default="characters", choices=["characters", "phonemes"],
                    help="what the LM reads: the transcript's letters or espeak-ng's phonemes (IPA) of it")
+    p.add_argument("--text-stream", action="store_true",
+                   help="also an aligned text stream (Kyutai's DSM-TTS): the characters where they are spoken")
+    p.add_argument("--text-lead", type=int, default=6, help="frames the text stream runs ahead of the audio")
+    p.add_argument("--aligner", default="asr-speech", help="the CTC recogniser that aligns the transcripts "
+                                                           "(--text-stream)")
     p.add_argument("--seed", type=int, default=0)
     add_mixed_precision(p)
     p.add_argument("--init", default=None, help="a trained CodecTTSPipeline or SpeechLM (folder or built-in name) "
@@ -208,19 +281,23 @@ def main(argv=None) -> int:
         raise SystemExit(f"--codec {args.codec} is a {type(codec).__name__}, not a SpeechCodec.")
     codec.eval()
     phonemes = args.text_input == "phonemes"
+    if phonemes and args.text_stream:
+        raise SystemExit("--text-stream aligns the letters of the transcripts; it reads --text-input characters.")
     tokenizer = character_tokenizer(PHONEMES if phonemes else None)
     data = SpeechDataset("train", args.utterances, cache_dir=args.cache_dir)
     codes = SpeechCodes(codec, data, args.codebooks, Path(args.out) / f"codes-train-{args.utterances}.safetensors")
     text_map = dict(zip(codes.texts, phonemize(codes.texts))) if phonemes else None
+    if args.text_stream:
+        codes.align(zoo.load(args.aligner).eval(), data, Path(args.out) / f"alignments-train-{args.utterances}.safetensors")
     torch.manual_seed(args.seed)
     lm = initial_lm(args, len(tokenizer), codec.config.codebook_size)
     check_prompt_room(lm, tokenizer, codes.texts if text_map is None else list(text_map.values()))
     config = cosine_config(args, warmup=200, betas=(0.9, 0.95), weight_decay=0.05,
                            checkpoint_every=min(500, args.steps))
-    collate = make_collate(lm, tokenizer, text_map)
+    collate = make_collate(lm, tokenizer, text_map, frame_rate=codec.config.frame_rate)
     probe = [codes[i] for i in range(max(0, len(codes) - 32), len(codes))]  # the last 32 training utterances
     lm = train(lm, codes, make_loss(args.mctp_weight, args.mctp_frames), config, collate_fn=collate,
-               hooks=[text_reliance_hook(collate, probe, config.checkpoint_every)])
+               hooks=[text_reliance_hook(collate, probe, config.checkpoint_every, codec.config.frame_rate)])
     from accelerate import PartialState
 
     if PartialState().is_main_process:
