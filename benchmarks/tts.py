@@ -67,6 +67,8 @@ def main(argv=None) -> int:
     p.add_argument("--ablation", help="the same TTS recipe on the acoustic-only codec (pipeline folder)")
     p.add_argument("--phonemes", help="the same TTS recipe reading espeak-ng phonemes instead of letters "
                                       "(pipeline folder; a row, no paper claim)")
+    p.add_argument("--text-stream", help="the same TTS recipe with an aligned text stream, `--text-stream` (DSM-TTS; "
+                                          "pipeline folder)")
     p.add_argument("--recognizer", default="asr-speech")
     p.add_argument("--utterances", type=int, default=50)
     p.add_argument("--speed-utterances", type=int, default=10)
@@ -75,6 +77,8 @@ def main(argv=None) -> int:
     p.add_argument("--guidance-scale", type=float, default=1.0)
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--quick", action="store_true", help="3 utterances, 2 for speed; results to tts.quick.json")
+    p.add_argument("--name", default="tts", help="results/<name>.json and its BENCHMARKS.md section (another name "
+                                                 "keeps a partial comparison apart from the main table)")
     args = p.parse_args(argv)
     if args.quick:
         args.utterances, args.speed_utterances = min(args.utterances, 3), min(args.speed_utterances, 2)
@@ -92,7 +96,8 @@ def main(argv=None) -> int:
              **speed_row(pipe, texts[:n], limits[:n], None, g)}
     rows.append(plain)
     variants = {}  # the same recipe with one thing changed: its row, for the claims below
-    for what, source in [("acoustic-only codec", args.ablation), ("phoneme input", args.phonemes)]:
+    for what, source in [("acoustic-only codec", args.ablation), ("phoneme input", args.phonemes),
+                         ("aligned text stream", args.text_stream)]:
         if source:
             variant = zoo.load(source)
             variant.set_progress_bar_config(disable=True)
@@ -117,6 +122,15 @@ def main(argv=None) -> int:
                             plain["wer"] < acoustic["wer"],
                             f"{100 * plain['wer']:.1f}% on the semantic codec vs {100 * acoustic['wer']:.1f}% on the "
                             "acoustic-only one"))
+    if "aligned text stream" in variants:
+        aligned = variants["aligned text stream"]
+        claims.append(claim("an aligned text stream lowers the WER of generated speech (DSM-TTS against a text prefix)",
+                            aligned["wer"] < plain["wer"],
+                            f"{100 * aligned['wer']:.1f}% with the text stream vs {100 * plain['wer']:.1f}% with the "
+                            "prefix alone"))
+        claims.append(claim("with the aligned text stream: WER within 2x of the originals'",
+                            aligned["wer"] <= 2 * original["wer"],
+                            f"{100 * aligned['wer']:.1f}% vs {100 * original['wer']:.1f}%"))
     for row, schedule in zip(rows[-len(schedules):] if schedules else [], schedules):
         speedup = plain["rtf"] / row["rtf"]
         claims.append(claim(f"MCTP {schedule}: several-fold faster than plain decoding (VITA-Audio: 3-5x at 7B)",
@@ -128,7 +142,7 @@ def main(argv=None) -> int:
         claims.append(claim(f"MCTP {schedule}: small quality cost (WER within 1.2x of plain decoding)",
                             row["wer"] <= 1.2 * plain["wer"], f"{100 * row['wer']:.1f}% vs {100 * plain['wer']:.1f}%"))
     command = " ".join(["python benchmarks/tts.py", *(sys.argv[1:] if argv is None else argv)])
-    path = write_results("tts", command, machine_description(2), rows, claims, quick=args.quick,
+    path = write_results(args.name, command, machine_description(2), rows, claims, quick=args.quick,
                          columns=["system", "wer", "cer", "dnsmos_ovrl", "mean_seconds", "rtf", "first_audio_s"],
                          notes=f"{len(texts)} test transcripts, one seed each; speed: medians over "
                                f"{args.speed_utterances} of them, batch 1, guidance scale {g:g}.")

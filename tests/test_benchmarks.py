@@ -147,16 +147,22 @@ def test_tts_benchmark_on_tiny_models(tmp_path, monkeypatch):
                   num_mctp_modules=2)
     CodecTTSPipeline(lm=lm, tokenizer=character_tokenizer(), codec=codec).save_pretrained(tmp_path / "tts")
     SpeechRecognizer(hidden_size=16, num_layers=1, num_heads=2, ffn_dim=32).save_pretrained(tmp_path / "asr")
+    # the DSM-TTS variant: a text stream needs the characters' ids inside the codebook's id range
+    wide_codec = SpeechCodec(**{**codec.config, "codebook_size": 32})
+    dsm = SpeechLM(**{**lm.config, "codebook_size": 32, "max_frames": 48, "text_stream": True, "text_lead": 2})
+    CodecTTSPipeline(lm=dsm, tokenizer=character_tokenizer(), codec=wide_codec).save_pretrained(tmp_path / "dsm")
     monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
     args = ["--tts", str(tmp_path / "tts"), "--ablation", str(tmp_path / "tts"),
-            "--phonemes", str(tmp_path / "tts"), "--recognizer", str(tmp_path / "asr"),
-            "--schedules", "1,2", "--cache-dir", str(tmp_path / "cache"), "--quick"]
+            "--phonemes", str(tmp_path / "tts"), "--text-stream", str(tmp_path / "dsm"),
+            "--recognizer", str(tmp_path / "asr"), "--schedules", "1,2", "--cache-dir", str(tmp_path / "cache"),
+            "--quick", "--name", "tts-all"]
     assert tts_benchmark.main(args) == 0
-    result = json.loads((tmp_path / "tts.quick.json").read_text())
+    result = json.loads((tmp_path / "tts-all.quick.json").read_text())
     assert [r["system"].split(" (")[-1] for r in result["rows"]] == [
-        "espeak-ng originals", "plain decoding)", "acoustic-only codec)", "phoneme input)", "MCTP 1,2)"]
+        "espeak-ng originals", "plain decoding)", "acoustic-only codec)", "phoneme input)", "aligned text stream)",
+        "MCTP 1,2)"]
     assert all(r["wer"] >= 0 for r in result["rows"]) and result["rows"][1]["rtf"] > 0
-    assert len(result["claims"]) == 6
+    assert len(result["claims"]) == 8
 
 
 def test_flextok_benchmark_on_tiny_tokenizers(tmp_path, monkeypatch):
