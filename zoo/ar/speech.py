@@ -529,13 +529,19 @@ class FrameStep:
         return self.said.to(self.ended.device) >= self.script_lengths.to(self.ended.device)
 
     def _choose_text(self, logits: torch.Tensor, sample_fn, copies: int, tokens_out: list) -> torch.Tensor:
-        """The text stream's token: [PAD] or the row's next character, as the model samples between them."""
+        """The text stream's token: [PAD], or the row's next character with the probability the model gives to
+        any character (Kyutai's TTS samples "a new word starts" the same way and feeds the word itself): the
+        model decides when to move on, the script decides what comes. Scoring the next character alone made a
+        model that was unsure which letter follows wait on [PAD] and never catch up (measured: the text
+        stream stalled after a few words and the speech ran to the frame budget)."""
         pad = self.model.config.text_pad_id
         scripts, said = self.scripts.to(logits.device), self.said.to(logits.device)
         upcoming = scripts.gather(1, said.clamp(max=scripts.shape[1] - 1)[:, None]).repeat(copies, 1)  # [R, 1]
+        characters = logits[..., :self.model.config.text_vocab_size].clone()
+        characters[..., pad] = NEG
         allowed = torch.full_like(logits, NEG)
         allowed[..., pad] = logits[..., pad]
-        allowed.scatter_(-1, upcoming[:, None], logits.gather(-1, upcoming[:, None]))
+        allowed.scatter_(-1, upcoming[:, None], characters.logsumexp(-1, keepdim=True))
         token = sample_fn(allowed)  # [B, 1]
         token = torch.where(self.ended.to(token.device)[:, None], pad, token)
         if self.model.delays[0] > self.frame:
