@@ -523,9 +523,7 @@ class FrameStep:
         return tokens
 
     def _script_done(self) -> torch.Tensor:
-        """[B] bool: every character of the row's script is out (always true without a text stream)."""
-        if not self.model.config.text_stream:
-            return torch.ones_like(self.ended)
+        """[B] bool: every character of the row's script is out (text-stream models)."""
         return self.said.to(self.ended.device) >= self.script_lengths.to(self.ended.device)
 
     def _choose_text(self, logits: torch.Tensor, sample_fn, copies: int, tokens_out: list) -> torch.Tensor:
@@ -536,7 +534,7 @@ class FrameStep:
         stream stalled after a few words and the speech ran to the frame budget)."""
         pad = self.model.config.text_pad_id
         scripts, said = self.scripts.to(logits.device), self.said.to(logits.device)
-        upcoming = scripts.gather(1, said.clamp(max=scripts.shape[1] - 1)[:, None]).repeat(copies, 1)  # [R, 1]
+        upcoming = scripts.gather(1, said[:, None]).repeat(copies, 1)  # [R, 1]; [PAD] once the script is out
         characters = logits[..., :self.model.config.text_vocab_size].clone()
         characters[..., pad] = NEG
         allowed = torch.full_like(logits, NEG)
@@ -546,7 +544,7 @@ class FrameStep:
         token = torch.where(self.ended.to(token.device)[:, None], pad, token)
         if self.model.delays[0] > self.frame:
             token = torch.full_like(token, self.model.start_id)
-        self.said = said + (token[:, 0] != pad).long()
+        self.said = said + ((token[:, 0] != pad) & (token[:, 0] == upcoming[:len(token), 0])).long()
         tokens_out.append(token)
         return token.repeat(copies, 1)
 

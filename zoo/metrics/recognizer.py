@@ -149,7 +149,6 @@ class SpeechRecognizer(AtomicSaveMixin, ModelMixin, ConfigMixin):
         frames = [ids.shape[1]] * len(ids) if lengths is None else [int(self.num_frames(n)) for n in lengths]
         return [self.decode_ids(row[:n].tolist()) for row, n in zip(ids, frames)]
 
-
     @torch.no_grad()
     def align(self, audio, texts, sample_rate: int | None = None, lengths=None, resample: bool = False) -> list:
         """CTC forced alignment (torchaudio's Viterbi `forced_align`): where each character of each row's

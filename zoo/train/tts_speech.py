@@ -93,7 +93,7 @@ class SpeechCodes(torch.utils.data.Dataset):
         expected = {"texts": json.dumps(self.texts), "recognizer": json.dumps(
             {k: v for k, v in recognizer.config.items() if not k.startswith("_")}, sort_keys=True)}
         if not path.is_file():
-            order = sorted(range(len(data)), key=lambda i: len(data.audio(i)))  # batches of similar lengths
+            order = self.offsets.diff().argsort().tolist()  # batches of similar lengths (frames of codes)
             starts = [None] * len(data)
             for first in tqdm(range(0, len(order), batch_size), desc="aligning the transcripts", disable=not progress):
                 rows = order[first:first + batch_size]
