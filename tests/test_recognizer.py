@@ -124,6 +124,16 @@ def test_asr_and_codec_recipes_run(tmp_path):
     assert '"ce_text"' in (tmp_path / "dsm" / "metrics.jsonl").read_text()
     assert main(["generate", str(tmp_path / "dsm" / "pipeline"), "--text", "the cat", "--max-seconds", "0.3",
                  "--out", str(tmp_path / "dsm.wav")]) == 0
+    # a prefix-only pipeline warm-starts DSM-TTS; a text-stream one goes on only as one
+    dsm_args = ["--codec", codec, "--codebooks", "2", "--utterances", "4", "--steps", "1", "--batch-size", "2",
+                "--mctp-frames", "4", "--aligner", str(tmp_path / "asr" / "model"), "--cache-dir", cache]
+    assert main(["train", "tts-speech", "--out", str(tmp_path / "dsm2"), "--init", str(tmp_path / "tts" / "pipeline"),
+                 "--text-stream", "--text-lead", "2", *dsm_args]) == 0
+    warm = SpeechLM.load_config(tmp_path / "dsm2" / "pipeline" / "lm")
+    assert (warm["text_stream"], warm["text_lead"], warm["num_mctp_modules"]) == (True, 2, 2)
+    with pytest.raises(SystemExit, match="pass --text-stream"):
+        main(["train", "tts-speech", "--out", str(tmp_path / "dsm3"), "--init", str(tmp_path / "dsm" / "pipeline"),
+              *dsm_args])
 
 
 @needs_espeak

@@ -7,6 +7,7 @@ from zoo.ar import generate
 from zoo.ar.speech import (
     FrameStep,
     SpeechLM,
+    add_text_stream,
     aligned_text_stream,
     delay_codes,
     mctp_plan,
@@ -275,3 +276,33 @@ def test_the_text_stream_needs_its_scripts(text_model, model):
     ids, mask = prompt()
     with pytest.raises(ValueError, match="one per row"):
         generate(text_model.backbone, 3, prefix_ids=ids, prefix_mask=mask, step=FrameStep(text_model, scripts=[[5]]))
+
+
+def test_a_text_stream_added_to_a_trained_lm_keeps_what_it_learnt():
+    torch.manual_seed(0)
+    V = 32  # text ids share the codebooks' id range, so the codebooks need >= 31 ids
+    model = SpeechLM(text_vocab_size=31, max_text_tokens=8, num_codebooks=Q, codebook_size=V, max_frames=24,
+                     hidden_size=32, num_layers=2, num_heads=2, depth_hidden_size=16, depth_layers=1,
+                     depth_heads=2, num_mctp_modules=3, text_dropout=0.0).eval()
+    dsm = add_text_stream(model, text_lead=2).eval()
+    assert (dsm.num_streams, dsm.delays, dsm.config.num_mctp_modules) == (Q + 1, [0, 2, 3, 3], 3)
+    # with the fresh text stream silent, the backbone reads the same audio frames as before
+    with torch.no_grad():
+        dsm.frame_embedding.weight[:V + 2].zero_()
+        ids, mask = prompt()
+        frames = torch.randint(0, V, (2, Q, 6))
+        with_text = torch.cat([torch.full((2, 1, 6), PAD), frames], dim=1)
+        old_hidden, _ = model.backbone_states(ids, mask, frames)
+        new_hidden, _ = dsm.backbone_states(ids, mask, with_text)
+        assert torch.allclose(new_hidden, old_hidden, atol=1e-6)
+        # each codebook's depth input, token embedding and head moved up one step, behind the text stream
+        h, tokens = old_hidden[:, 0], frames[:, 0, :1]
+        for k in range(Q):
+            assert torch.equal(dsm.depth._step_input(h, k + 1), model.depth._step_input(h, k))
+            assert torch.equal(dsm.depth._head(h[:, :16], k + 1), model.depth._head(h[:, :16], k))
+            if k < Q - 1:
+                assert torch.equal(dsm.depth._token_embedding(tokens, k + 1), model.depth._token_embedding(tokens, k))
+    with pytest.raises(ValueError, match="already has a text stream"):
+        add_text_stream(dsm)
+    with pytest.raises(TypeError, match="needs a SpeechLM"):
+        add_text_stream(model.backbone)

@@ -395,6 +395,48 @@ class SpeechLM(AtomicSaveMixin, ModelMixin, ConfigMixin):
         return self.depth(hidden.reshape(-1, hidden.shape[-1]), tokens.reshape(-1, tokens.shape[-1])).unflatten(0, lead)
 
 
+def add_text_stream(lm: SpeechLM, text_lead: int = 6, text_pad_id: int = 0) -> SpeechLM:
+    """A text-stream SpeechLM (DSM-TTS) that starts from a trained prefix-only one.
+
+    Everything the prefix model learnt carries over: the backbone, the MCTP modules, and each codebook's
+    frame embedding, depth input projection, depth token embedding and depth head (they move up one
+    stream, behind the new text stream 0). The text stream's own weights are fresh. The depth
+    transformer's shared layers number the steps with RoPE, which is relative, so shifting every codebook
+    by one step keeps what they compute between codebooks. Warm-starting saves the training a fresh
+    model spends on learning the codec's codes (zoo's own choice; Kyutai train DSM-TTS from scratch).
+    """
+    if not isinstance(lm, SpeechLM):
+        raise TypeError(f"add_text_stream needs a SpeechLM, got {type(lm).__name__}.")
+    if lm.config.text_stream:
+        raise ValueError("this SpeechLM already has a text stream; go on training it as it is.")
+    if list(lm.config.delays or moshi_delays(lm.num_codebooks)) != moshi_delays(lm.num_codebooks):
+        raise ValueError(f"add_text_stream expects Moshi's default delays, the model has {lm.config.delays}.")
+    config = {**dict(lm.config), "delays": None, "text_stream": True, "text_lead": text_lead,
+              "text_pad_id": text_pad_id}
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    new = SpeechLM(**config).to(lm.device)
+    old_state, state = lm.state_dict(), new.state_dict()
+    block = lm.config.codebook_size + 2  # ids per stream in the summed frame embedding and the depth inputs
+    outputs = lm.depth.num_outputs
+    shifted = {  # parameter -> (rows of the new one that hold the old one: rows offset by one stream)
+        "frame_embedding.weight": block,
+        "depth.body.token_embedding.weight": block,
+        "depth.body.head.weight": outputs,
+    }
+    with torch.no_grad():
+        for name, old in old_state.items():
+            if name in shifted:
+                offset = shifted[name]
+                state[name][offset:offset + old.shape[0]] = old
+            elif name.startswith("depth.in_proj.") and lm.config.per_step_input:
+                k = int(name.split(".")[2])
+                state[name.replace(f"in_proj.{k}.", f"in_proj.{k + 1}.")].copy_(old)
+            else:
+                state[name].copy_(old)
+    new.load_state_dict(state)
+    return new
+
+
 def speech_lm_loss(logits: torch.Tensor, frames: torch.Tensor, num_valid: torch.Tensor, start_id: int,
                    targets: torch.Tensor | None = None, codebook: int | None = None) -> torch.Tensor:
     """Cross-entropy of logits [B, n, Q, V + 1] for the frames `targets` [n] (default 0..n-1) of frames

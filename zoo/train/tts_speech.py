@@ -12,7 +12,9 @@ random frames per batch to bound the cost on a CPU. The pipeline is written to `
 `--text-stream` trains Kyutai's delayed-streams TTS (DSM-TTS) on zoo's LM: the recogniser `--aligner`
 (CTC forced alignment) finds where each character of each transcript starts, once (cached in
 `--out/alignments-train-<n>.safetensors`); the LM reads and predicts the characters at those frames in a
-text stream that runs `--text-lead` frames ahead of the audio, next to the usual text prefix.
+text stream that runs `--text-lead` frames ahead of the audio, next to the usual text prefix. With
+`--init` a trained prefix-only LM gains the text stream (`zoo.ar.speech.add_text_stream`) and keeps
+what it learnt of the codes.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from zoo.ar.speech import SpeechLM, aligned_text_stream, delay_codes, speech_lm_loss
+from zoo.ar.speech import SpeechLM, add_text_stream, aligned_text_stream, delay_codes, speech_lm_loss
 from zoo.data.speech import PHONEMES, SpeechDataset, phonemize
 from zoo.data.text import SOA, character_tokenizer, encode_prompts
 from zoo.train.loop import add_mixed_precision, cosine_config, load_to_continue, train
@@ -231,11 +233,15 @@ def initial_lm(args, text_vocab_size: int, codebook_size: int) -> SpeechLM:
                         depth_hidden_size=args.depth_hidden, depth_layers=args.depth_layers,
                         depth_heads=max(args.depth_hidden // 32, 1), num_mctp_modules=args.mctp_modules,
                         text_dropout=args.text_dropout, text_stream=args.text_stream, text_lead=args.text_lead)
-    return load_to_continue(
+    lm = load_to_continue(
         args.init, SpeechLM, component="lm",
-        wanted={"text_vocab_size": text_vocab_size, "num_codebooks": args.codebooks, "codebook_size": codebook_size,
-                "text_stream": args.text_stream},
-        advice="pass the --text-input, --codebooks, --codec and --text-stream it was trained with.")
+        wanted={"text_vocab_size": text_vocab_size, "num_codebooks": args.codebooks, "codebook_size": codebook_size},
+        advice="pass the --text-input, --codebooks and --codec it was trained with.")
+    if args.text_stream and not lm.config.text_stream:  # warm-start DSM-TTS from a prefix-only LM
+        return add_text_stream(lm, text_lead=args.text_lead)
+    if lm.config.text_stream and not args.text_stream:
+        raise SystemExit(f"--init {args.init} has a text stream; pass --text-stream to go on training it.")
+    return lm
 
 
 def main(argv=None) -> int:
@@ -273,7 +279,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     add_mixed_precision(p)
     p.add_argument("--init", default=None, help="a trained CodecTTSPipeline or SpeechLM (folder or built-in name) "
-                                                "to go on training; the size arguments are then its own")
+                                                "to go on training; the size arguments are then its own. With "
+                                                "--text-stream, a prefix-only LM gains a fresh text stream")
     args = p.parse_args(argv)
 
     codec = zoo.load(args.codec)
