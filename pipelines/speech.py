@@ -23,7 +23,7 @@ from tokenizers_audio import SpeechCodec
 from zoo.ar.speech import FrameStep, SpeechLM, delay_codes, undelay_codes
 from zoo.audio import prepare
 from zoo.data.speech import ALPHABET, phonemize
-from zoo.data.text import SOA, encode_prompts
+from zoo.data.text import SOA, encode_prompts, token_ids
 
 from .base import ZooPipeline
 
@@ -122,7 +122,7 @@ class _SpeechLMPipeline(ZooPipeline):
         (None for an LM without a text stream)."""
         if not self.lm.config.text_stream:
             return None
-        return [self.tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+        return [token_ids(self.tokenizer, text) for text in texts]
 
     def generate_codes(self, text_ids, text_mask, num_frames: int, prompt_frames=None, guidance_scale: float = 1.0,
                        temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, generator=None,

@@ -98,11 +98,12 @@ def test_asr_and_codec_recipes_run(tmp_path):
     assert main(["train", "tts-speech", "--out", str(tmp_path / "tts"), "--codec", codec, "--codebooks", "2",
                  "--utterances", "4", "--steps", "2", "--batch-size", "2", "--hidden", "32", "--layers", "1",
                  "--heads", "2", "--depth-hidden", "32", "--depth-layers", "1", "--mctp-modules", "2",
-                 "--mctp-frames", "4", "--max-text-tokens", "240", "--cache-dir", cache]) == 0
+                 "--mctp-frames", "4", "--max-text-tokens", "240", "--probe-utterances", "2", "--cache-dir", cache]) == 0
     assert '"ce_mctp2"' in (tmp_path / "tts" / "metrics.jsonl").read_text()
+    assert "semantic CE on 2 validation utterances" in (tmp_path / "tts" / "train.log").read_text()
     # --init goes on from the trained pipeline's LM (its own sizes), and refuses one that does not fit
     tts_args = ["--codec", codec, "--utterances", "4", "--steps", "1", "--batch-size", "2", "--mctp-frames", "4",
-                "--cache-dir", cache, "--init", str(tmp_path / "tts" / "pipeline")]
+                "--probe-utterances", "2", "--cache-dir", cache, "--init", str(tmp_path / "tts" / "pipeline")]
     assert main(["train", "tts-speech", "--out", str(tmp_path / "tts2"), "--codebooks", "2", *tts_args]) == 0
     from zoo.ar.speech import SpeechLM
 
@@ -119,14 +120,16 @@ def test_asr_and_codec_recipes_run(tmp_path):
                  "--utterances", "4", "--steps", "2", "--batch-size", "2", "--hidden", "32", "--layers", "1",
                  "--heads", "2", "--depth-hidden", "32", "--depth-layers", "1", "--mctp-modules", "0",
                  "--max-text-tokens", "240", "--text-stream", "--text-lead", "2", "--aligner",
-                 str(tmp_path / "asr" / "model"), "--cache-dir", cache]) == 0
+                 str(tmp_path / "asr" / "model"), "--probe-utterances", "2", "--cache-dir", cache]) == 0
     assert (tmp_path / "dsm" / "alignments-train-4.safetensors").is_file()
+    assert (tmp_path / "dsm" / "alignments-validation-2.safetensors").is_file()
     assert '"ce_text"' in (tmp_path / "dsm" / "metrics.jsonl").read_text()
     assert main(["generate", str(tmp_path / "dsm" / "pipeline"), "--text", "the cat", "--max-seconds", "0.3",
                  "--out", str(tmp_path / "dsm.wav")]) == 0
     # a prefix-only pipeline warm-starts DSM-TTS; a text-stream one goes on only as one
     dsm_args = ["--codec", codec, "--codebooks", "2", "--utterances", "4", "--steps", "1", "--batch-size", "2",
-                "--mctp-frames", "4", "--aligner", str(tmp_path / "asr" / "model"), "--cache-dir", cache]
+                "--mctp-frames", "4", "--aligner", str(tmp_path / "asr" / "model"), "--probe-utterances", "2",
+                "--cache-dir", cache]
     assert main(["train", "tts-speech", "--out", str(tmp_path / "dsm2"), "--init", str(tmp_path / "tts" / "pipeline"),
                  "--text-stream", "--text-lead", "2", *dsm_args]) == 0
     warm = SpeechLM.load_config(tmp_path / "dsm2" / "pipeline" / "lm")

@@ -15,7 +15,7 @@ from zoo.ar.speech import (
     text_stream_delays,
     undelay_codes,
 )
-from zoo.data.text import SOA, character_tokenizer, encode_prompts
+from zoo.data.text import SOA, character_tokenizer, encode_prompts, token_ids
 
 Q, V = 3, 16
 
@@ -210,7 +210,7 @@ def text_model():
 
 
 def scripts_of(texts):
-    return [character_tokenizer()(t, add_special_tokens=False)["input_ids"] for t in texts]
+    return [token_ids(character_tokenizer(), t) for t in texts]
 
 
 def test_the_text_stream_places_characters_in_order_on_the_frame_grid():

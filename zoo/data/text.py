@@ -67,6 +67,11 @@ def character_tokenizer(alphabet: str | None = None):
                                    additional_special_tokens=[SOA], padding_side="left")
 
 
+def token_ids(tokenizer, text: str) -> list[int]:
+    """The ids of a text, no special tokens: what a prompt's words and a text stream's script hold."""
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 def encode_prompts(tokenizer, prompts, max_length: int, end_token: str = SOI) -> tuple[torch.Tensor, torch.Tensor]:
     """Prompts -> (ids [B, max_length], mask [B, max_length]): left padding, then the tokens, then
     `end_token` ([SOI] before an image, [SOA] before audio).
@@ -81,7 +86,7 @@ def encode_prompts(tokenizer, prompts, max_length: int, end_token: str = SOI) ->
     pad, end = tokenizer.convert_tokens_to_ids([PAD, end_token])
     rows = []
     for prompt in prompts:
-        words = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        words = token_ids(tokenizer, prompt)
         if len(words) > max_length - 1:
             raise ValueError(f"the prompt {prompt!r} has {len(words)} tokens; this model reads at most "
                              f"{max_length - 1}. Shorten it.")

@@ -27,7 +27,7 @@ import torch
 
 from zoo.ar.speech import SpeechLM, add_text_stream, aligned_text_stream, delay_codes, speech_lm_loss
 from zoo.data.speech import PHONEMES, SpeechDataset, phonemize
-from zoo.data.text import SOA, character_tokenizer, encode_prompts
+from zoo.data.text import SOA, character_tokenizer, encode_prompts, token_ids
 from zoo.train.loop import add_mixed_precision, cosine_config, load_to_continue, train
 
 
@@ -125,7 +125,7 @@ def make_collate(lm: SpeechLM, tokenizer, text_map: dict[str, str] | None = None
         raise ValueError("a text-stream LM's batches need the codec's frame_rate to place the characters.")
 
     def text_stream(item, num_frames: int) -> torch.Tensor:
-        ids = tokenizer(item["text"], add_special_tokens=False)["input_ids"]
+        ids = token_ids(tokenizer, item["text"])
         frames = (item["char_starts"] * frame_rate).floor().long().tolist()
         return aligned_text_stream(ids, frames, num_frames, lm.config.text_pad_id)
 
@@ -204,19 +204,22 @@ def text_reliance(lm: SpeechLM, collate, items: list[dict], frame_rate: float | 
     return out
 
 
-def text_reliance_hook(collate, items: list[dict], every: int, frame_rate: float | None = None):
+def text_reliance_hook(collate, probes: dict[str, list[dict]], every: int, frame_rate: float | None = None):
+    """Every `every` steps, the `text_reliance` probe on each named set of utterances (training ones and
+    held-out ones: a gap between them is overfitting)."""
     def hook(step, model, accelerator, log):
         if step % every == 0 and accelerator.is_main_process:
-            ce = text_reliance(accelerator.unwrap_model(model), collate, items, frame_rate)
-            log(f"step {step}: semantic CE with the own transcripts {ce['own']:.3f}, another's {ce['other']:.3f}, "
-                f"none {ce['none']:.3f}")
+            for name, items in probes.items():
+                ce = text_reliance(accelerator.unwrap_model(model), collate, items, frame_rate)
+                log(f"step {step}: semantic CE on {len(items)} {name} utterances with the own transcripts "
+                    f"{ce['own']:.3f}, another's {ce['other']:.3f}, none {ce['none']:.3f}")
     return hook
 
 
 def check_prompt_room(lm: SpeechLM, tokenizer, texts: list[str]) -> None:
     """Fail before training, not at the first batch that holds it, when the longest transcript (as the LM
     reads it: letters or phonemes, then [SOA]) does not fit the LM's text prefix."""
-    longest = max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts) + 1
+    longest = max(len(token_ids(tokenizer, t)) for t in texts) + 1
     if longest > lm.config.max_text_tokens:
         raise SystemExit(f"the longest training transcript needs {longest} text tokens with [SOA]; the LM's prefix "
                          f"holds {lm.config.max_text_tokens}. Pass --max-text-tokens {-(-longest // 8) * 8} "
@@ -276,12 +279,18 @@ def main(argv=None) -> int:
     p.add_argument("--text-lead", type=int, default=6, help="frames the text stream runs ahead of the audio")
     p.add_argument("--aligner", default="asr-speech", help="the CTC recogniser that aligns the transcripts "
                                                            "(--text-stream)")
+    p.add_argument("--probe-utterances", type=int, default=32,
+                   help="utterances of the training and of the validation split the text-reliance probe reads "
+                        "at every checkpoint (the validation ones show overfitting)")
     p.add_argument("--seed", type=int, default=0)
     add_mixed_precision(p)
     p.add_argument("--init", default=None, help="a trained CodecTTSPipeline or SpeechLM (folder or built-in name) "
                                                 "to go on training; the size arguments are then its own. With "
                                                 "--text-stream, a prefix-only LM gains a fresh text stream")
     args = p.parse_args(argv)
+    if args.probe_utterances < 2:
+        raise SystemExit(f"--probe-utterances must be at least 2 (the probe gives each one another's text), "
+                         f"got {args.probe_utterances}.")
 
     codec = zoo.load(args.codec)
     if not isinstance(codec, SpeechCodec):
@@ -293,18 +302,26 @@ def main(argv=None) -> int:
     tokenizer = character_tokenizer(PHONEMES if phonemes else None)
     data = SpeechDataset("train", args.utterances, cache_dir=args.cache_dir)
     codes = SpeechCodes(codec, data, args.codebooks, Path(args.out) / f"codes-train-{args.utterances}.safetensors")
-    text_map = dict(zip(codes.texts, phonemize(codes.texts))) if phonemes else None
+    held_out_data = SpeechDataset("validation", args.probe_utterances, cache_dir=args.cache_dir)
+    held_out = SpeechCodes(codec, held_out_data, args.codebooks,
+                           Path(args.out) / f"codes-validation-{args.probe_utterances}.safetensors")
+    texts = codes.texts + held_out.texts
+    text_map = dict(zip(texts, phonemize(texts))) if phonemes else None
     if args.text_stream:
-        codes.align(zoo.load(args.aligner).eval(), data, Path(args.out) / f"alignments-train-{args.utterances}.safetensors")
+        aligner = zoo.load(args.aligner).eval()
+        for split, part, part_data in (("train", codes, data), ("validation", held_out, held_out_data)):
+            part.align(aligner, part_data, Path(args.out) / f"alignments-{split}-{len(part_data)}.safetensors")
     torch.manual_seed(args.seed)
     lm = initial_lm(args, len(tokenizer), codec.config.codebook_size)
-    check_prompt_room(lm, tokenizer, codes.texts if text_map is None else list(text_map.values()))
+    check_prompt_room(lm, tokenizer, texts if text_map is None else list(text_map.values()))
     config = cosine_config(args, warmup=200, betas=(0.9, 0.95), weight_decay=0.05,
                            checkpoint_every=min(500, args.steps))
     collate = make_collate(lm, tokenizer, text_map, frame_rate=codec.config.frame_rate)
-    probe = [codes[i] for i in range(max(0, len(codes) - 32), len(codes))]  # the last 32 training utterances
+    n = args.probe_utterances
+    probes = {"training": [codes[i] for i in range(max(0, len(codes) - n), len(codes))],  # the last n
+              "validation": [held_out[i] for i in range(len(held_out))]}
     lm = train(lm, codes, make_loss(args.mctp_weight, args.mctp_frames), config, collate_fn=collate,
-               hooks=[text_reliance_hook(collate, probe, config.checkpoint_every, codec.config.frame_rate)])
+               hooks=[text_reliance_hook(collate, probes, config.checkpoint_every, codec.config.frame_rate)])
     from accelerate import PartialState
 
     if PartialState().is_main_process:
