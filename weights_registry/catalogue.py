@@ -113,8 +113,8 @@ _BUILTINS = [
           "(zoo recipe: zoo train vat-primitives; version 3, 4,500 + 5,000 + 6,000 steps)", folder="vat-primitives",
           paper="https://arxiv.org/abs/2412.02202"),
     Entry("vat-ar-primitives", "builtin", "Class-conditional next-scale AR over vat-primitives tokens, meshes out "
-          "(VAT3DPipeline with its own copy of vat-primitives version 2; zoo recipe: zoo train vat-ar-primitives; "
-          "version 2, 1,500 steps)",
+          "(VAT3DPipeline with vat-primitives version 3; zoo recipe: zoo train vat-ar-primitives; "
+          "version 3, 3,000 steps)",
           folder="vat-ar-primitives", paper="https://arxiv.org/abs/2412.02202"),
     Entry("vq-shapes", "builtin", "LlamaGen-style VQ tokenizer for 64x64 Shapes: 16x16 tokens, 4096 codes "
           "(zoo recipe: zoo train vq-shapes; version 2, 5,000 steps)", folder="vq-shapes"),
