@@ -418,7 +418,7 @@ def add_text_stream(lm: SpeechLM, text_lead: int = 6, text_pad_id: int = 0) -> S
     old_state, state = lm.state_dict(), new.state_dict()
     block = lm.config.codebook_size + 2  # ids per stream in the summed frame embedding and the depth inputs
     outputs = lm.depth.num_outputs
-    shifted = {  # parameter -> (rows of the new one that hold the old one: rows offset by one stream)
+    shifted = {  # parameter -> the row of the new one where the old one's rows start (one stream further)
         "frame_embedding.weight": block,
         "depth.body.token_embedding.weight": block,
         "depth.body.head.weight": outputs,

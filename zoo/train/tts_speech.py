@@ -11,10 +11,14 @@ random frames per batch to bound the cost on a CPU. The pipeline is written to `
 
 `--text-stream` trains Kyutai's delayed-streams TTS (DSM-TTS) on zoo's LM: the recogniser `--aligner`
 (CTC forced alignment) finds where each character of each transcript starts, once (cached in
-`--out/alignments-train-<n>.safetensors`); the LM reads and predicts the characters at those frames in a
-text stream that runs `--text-lead` frames ahead of the audio, next to the usual text prefix. With
-`--init` a trained prefix-only LM gains the text stream (`zoo.ar.speech.add_text_stream`) and keeps
-what it learnt of the codes.
+`--out/alignments-train-<n>.safetensors`, and the probe's validation utterances likewise); the LM
+reads and predicts the characters at those frames in a text stream that runs `--text-lead` frames
+ahead of the audio, next to the usual text prefix. With `--init` a trained prefix-only LM gains the
+text stream (`zoo.ar.speech.add_text_stream`) and keeps what it learnt of the codes.
+
+At every checkpoint the text-reliance probe (train.log) reads `--probe-utterances` training utterances
+and as many from the validation split (encoded once, `--out/codes-validation-<n>.safetensors`): a gap
+between the two is overfitting.
 """
 
 from __future__ import annotations
@@ -221,7 +225,7 @@ def check_prompt_room(lm: SpeechLM, tokenizer, texts: list[str]) -> None:
     reads it: letters or phonemes, then [SOA]) does not fit the LM's text prefix."""
     longest = max(len(token_ids(tokenizer, t)) for t in texts) + 1
     if longest > lm.config.max_text_tokens:
-        raise SystemExit(f"the longest training transcript needs {longest} text tokens with [SOA]; the LM's prefix "
+        raise SystemExit(f"the longest transcript (training or probe) needs {longest} text tokens with [SOA]; the LM's prefix "
                          f"holds {lm.config.max_text_tokens}. Pass --max-text-tokens {-(-longest // 8) * 8} "
                          "(or fewer --utterances).")
 
