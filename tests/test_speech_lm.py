@@ -197,6 +197,23 @@ def test_a_transcript_longer_than_the_text_prefix_stops_before_training():
         check_prompt_room(lm, character_tokenizer(), ["the cat", "a big dog"])
 
 
+
+def test_utterances_longer_than_the_context_are_left_out_with_a_count(capsys):
+    from zoo.train.tts_speech import SpeechCodes, fitting
+
+    lm = SpeechLM(text_vocab_size=31, max_text_tokens=8, num_codebooks=2, codebook_size=8, max_frames=12,
+                  hidden_size=32, num_layers=1, num_heads=2, depth_hidden_size=16, depth_layers=1, depth_heads=2)
+    codes = SpeechCodes.__new__(SpeechCodes)  # three utterances of 5, 10 and 11 frames, without a codec
+    codes.texts, codes.offsets = ["a", "b", "c"], torch.tensor([0, 5, 15, 26])
+    codes.codes = torch.zeros(2, 26, dtype=torch.short)
+    kept = fitting(lm, codes, "training")  # a row needs frames + END + the acoustic delay: 7, 12, 13
+    assert [kept[i]["text"] for i in range(len(kept))] == ["a", "b"]
+    assert "leaving out 1 of 3 training utterances" in capsys.readouterr().out
+    codes.offsets = torch.tensor([0, 12, 26])
+    codes.texts = ["a", "b"]
+    with pytest.raises(SystemExit, match="--max-frames 14"):
+        fitting(lm, codes, "training")
+
 # ----------------------------------------------------------------------------- aligned text stream (DSM-TTS)
 PAD = 0  # the character tokenizer's [PAD]
 

@@ -230,6 +230,20 @@ def check_prompt_room(lm: SpeechLM, tokenizer, texts: list[str]) -> None:
                          "(or fewer --utterances).")
 
 
+def fitting(lm: SpeechLM, codes: SpeechCodes, name: str) -> torch.utils.data.Subset:
+    """The utterances whose delayed frames (codes, END, then the largest delay) fit the LM's context; the
+    recipe says how many it leaves out rather than fail at the first batch that holds a long one."""
+    needed = codes.offsets.diff() + 1 + lm.max_delay
+    keep = (needed <= lm.config.max_frames).nonzero().flatten().tolist()
+    if not keep:
+        raise SystemExit(f"none of the {len(codes)} {name} utterances fits the LM's {lm.config.max_frames} frames; "
+                         f"pass --max-frames {int(needed.min())} or more.")
+    if len(keep) < len(codes):
+        print(f"leaving out {len(codes) - len(keep)} of {len(codes)} {name} utterances: they need up to "
+              f"{int(needed.max())} frames, the LM holds {lm.config.max_frames} (--max-frames for a new LM)")
+    return torch.utils.data.Subset(codes, keep)
+
+
 def initial_lm(args, text_vocab_size: int, codebook_size: int) -> SpeechLM:
     """A fresh SpeechLM from the size arguments, or the trained one --init names, checked against the text
     input and the codec this run uses."""
@@ -321,6 +335,7 @@ def main(argv=None) -> int:
     config = cosine_config(args, warmup=200, betas=(0.9, 0.95), weight_decay=0.05,
                            checkpoint_every=min(500, args.steps))
     collate = make_collate(lm, tokenizer, text_map, frame_rate=codec.config.frame_rate)
+    codes, held_out = fitting(lm, codes, "training"), fitting(lm, held_out, "validation")
     n = args.probe_utterances
     probes = {"training": [codes[i] for i in range(max(0, len(codes) - n), len(codes))],  # the last n
               "validation": [held_out[i] for i in range(len(held_out))]}
