@@ -4,7 +4,8 @@
 
 CTC over characters on zoo's espeak-ng speech (train split), with random gain and, on half the
 utterances, white or pink noise at 10 to 40 dB SNR, so that the judge holds up on imperfect audio
-(codec reconstructions). At the end it reports WER / CER on validation utterances.
+(codec reconstructions). Batches hold utterances of similar length (`--no-group-by-length`: at random).
+At the end it reports WER / CER on validation utterances.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 
 from zoo.data.speech import SpeechDataset, add_noise
 from zoo.metrics.recognizer import SpeechRecognizer, error_rates
-from zoo.train.loop import TrainConfig, add_mixed_precision, train
+from zoo.train.loop import TrainConfig, add_group_by_length, add_mixed_precision, train
 
 
 class AugmentedSpeech(torch.utils.data.Dataset):
@@ -85,6 +86,7 @@ def main(argv=None) -> int:
     p.add_argument("--eval-utterances", type=int, default=200)
     p.add_argument("--cache-dir", default=None, help="where the speech cache lives (default ~/.cache/zoo/speech)")
     p.add_argument("--seed", type=int, default=0)
+    add_group_by_length(p)
     add_mixed_precision(p)
     args = p.parse_args(argv)
     config = TrainConfig(output_dir=args.out, max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
@@ -94,7 +96,8 @@ def main(argv=None) -> int:
     model = SpeechRecognizer(hidden_size=args.hidden, num_layers=args.layers, num_heads=max(args.hidden // 48, 1),
                              ffn_dim=4 * args.hidden)
     data = AugmentedSpeech(SpeechDataset("train", args.utterances, cache_dir=args.cache_dir), seed=args.seed)
-    model = train(model, data, ctc_loss, config, collate_fn=collate)
+    samples = data.data.offsets.diff() if args.group_by_length else None
+    model = train(model, data, ctc_loss, config, collate_fn=collate, lengths=samples)
     from accelerate import PartialState
 
     if PartialState().is_main_process:

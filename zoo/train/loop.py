@@ -66,6 +66,21 @@ def _lr_factor(step: int, config: TrainConfig) -> float:
     return 1.0
 
 
+def _sampler(dataset, lengths, config: TrainConfig, num_processes: int, rank: int):
+    """This process's share of every epoch: shuffled, or grouped by `lengths` when given."""
+    if lengths is None:
+        return torch.utils.data.DistributedSampler(dataset, num_replicas=num_processes, rank=rank, shuffle=True,
+                                                   seed=config.seed, drop_last=True)
+    from transformers.trainer_pt_utils import DistributedLengthGroupedSampler
+
+    lengths = [int(n) for n in lengths]
+    if len(lengths) != len(dataset) or min(lengths, default=0) < 1:
+        raise ValueError(f"lengths must give a positive size for each of the {len(dataset)} items, got "
+                         f"{len(lengths)} values (smallest {min(lengths, default=None)}).")
+    return DistributedLengthGroupedSampler(config.batch_size, lengths=lengths, num_replicas=num_processes, rank=rank,
+                                           seed=config.seed, drop_last=True)
+
+
 def _batches(loader, sampler_epoch_fn):
     epoch = 0
     while True:
@@ -89,11 +104,14 @@ def resumed_step(output_dir) -> int:
     return _latest_checkpoint(Path(output_dir) / "checkpoints")[1].get("step", 0)
 
 
-def train(model, dataset, loss_fn, config: TrainConfig, *, hooks=None, collate_fn=None):
+def train(model, dataset, loss_fn, config: TrainConfig, *, hooks=None, collate_fn=None, lengths=None):
     """Train `model` on `dataset`; returns the trained model (EMA weights, if enabled), unwrapped.
 
     hooks: optional callables `hook(step, model, accelerator, log)` run on every process after each
     step (e.g. dead-code restarts, periodic evaluation); `log(message)` appends to train.log.
+    lengths: optional size of every item (e.g. frames of an utterance). Batches then hold items of
+    similar length, which cuts the padding a collate adds: transformers' `DistributedLengthGroupedSampler`,
+    as `Trainer(group_by_length=True)` (shuffled, then sorted within mega-batches of 50 batches).
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -102,9 +120,7 @@ def train(model, dataset, loss_fn, config: TrainConfig, *, hooks=None, collate_f
     out = Path(config.output_dir)
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=cpu_processes())
     set_seed(config.seed, device_specific=True)
-    sampler = torch.utils.data.DistributedSampler(
-        dataset, num_replicas=accelerator.num_processes, rank=accelerator.process_index, shuffle=True,
-        seed=config.seed, drop_last=True)
+    sampler = _sampler(dataset, lengths, config, accelerator.num_processes, accelerator.process_index)
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, drop_last=True,
                                          num_workers=config.num_workers, collate_fn=collate_fn)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
@@ -210,6 +226,16 @@ def add_mixed_precision(parser) -> None:
     AVX512-BF16 or AMX, bf16 trains about 1.7x faster at the same loss (BENCHMARKS.md, "Training speed")."""
     parser.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"],
                         help="autocast precision of the forward pass (bf16 is faster on recent CPUs and GPUs)")
+
+
+def add_group_by_length(parser) -> None:
+    """The `--group-by-length / --no-group-by-length` option of recipes over items of varied length
+    (utterances): batches of similar length (`train(..., lengths=...)`) waste less compute on padding."""
+    import argparse
+
+    parser.add_argument("--group-by-length", action=argparse.BooleanOptionalAction, default=True,
+                        help="batch items of similar length together (less padding); --no-group-by-length draws "
+                             "batches at random")
 
 
 def cosine_config(args, warmup: int = 300, **overrides) -> TrainConfig:
