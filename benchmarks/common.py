@@ -110,3 +110,30 @@ def run_launched(main) -> None:
     status = main()
     end_processes()
     sys.exit(status)
+
+
+def timed_training(model, data, loss_fn, config, **train_kwargs) -> dict:
+    """Train a copy of `model` with zoo's loop (`zoo.train.loop.train`, its `config` and keyword arguments)
+    and read its log back: steps/s is the median of the logged windows after the first (the first holds
+    start-up), seconds the time of all steps, final_loss the mean loss of the last window and mean_loss that
+    of all steps."""
+    import copy
+    import statistics
+
+    from accelerate.state import AcceleratorState
+
+    from zoo.train.loop import train
+
+    # accelerate keeps one process-wide state, fixed at its first mixed_precision: each run starts and
+    # leaves it unset, so that the next run (or the caller's) can choose its own
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        train(copy.deepcopy(model), data, loss_fn, config, **train_kwargs)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    windows = [json.loads(line) for line in (Path(config.output_dir) / "metrics.jsonl").read_text().splitlines()]
+    speed = statistics.median(w["steps_per_s"] for w in windows[1:]) if len(windows) > 1 else windows[0]["steps_per_s"]
+    sizes = [w["step"] - previous for w, previous in zip(windows, [0] + [w["step"] for w in windows])]
+    return {"steps_per_s": speed, "s_per_step": 1 / speed, "final_loss": windows[-1]["loss"],
+            "seconds": sum(n / w["steps_per_s"] for n, w in zip(sizes, windows)),
+            "mean_loss": sum(n * w["loss"] for n, w in zip(sizes, windows)) / windows[-1]["step"]}

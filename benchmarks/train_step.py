@@ -15,16 +15,13 @@ holds start-up); the loss is the mean of the last window, to check that bf16 lea
 from __future__ import annotations
 
 import argparse
-import copy
-import json
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import claim, machine_description, report, write_results
+from benchmarks.common import claim, machine_description, report, timed_training, write_results
 
 
 def shapes_tokens(vq, n: int, path: Path):
@@ -38,25 +35,14 @@ def shapes_tokens(vq, n: int, path: Path):
 
 
 def timed_run(model, data, precision: str, args, folder: Path) -> dict:
-    from accelerate.state import AcceleratorState
-
     from zoo.train.llamagen_shapes import next_token_loss
-    from zoo.train.loop import TrainConfig, train
+    from zoo.train.loop import TrainConfig
 
     config = TrainConfig(output_dir=str(folder), max_steps=args.steps, batch_size=args.batch_size, lr=1e-3,
                          weight_decay=0.05, warmup_steps=5, mixed_precision=precision, log_every=args.log_every,
                          checkpoint_every=10**9, seed=0)
-    # accelerate keeps one process-wide state, fixed at its first mixed_precision: each run starts and
-    # leaves it unset, so that the next run (or the caller's) can choose its own
-    AcceleratorState._reset_state(reset_partial_state=True)
-    try:
-        train(copy.deepcopy(model), data, next_token_loss, config)
-    finally:
-        AcceleratorState._reset_state(reset_partial_state=True)
-    windows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    speed = statistics.median(w["steps_per_s"] for w in windows[1:]) if len(windows) > 1 else windows[0]["steps_per_s"]
-    return {"steps_per_s": speed, "s_per_step": 1 / speed, "sequences_per_s": speed * args.batch_size,
-            "final_loss": windows[-1]["loss"]}
+    timing = timed_training(model, data, next_token_loss, config)
+    return {**timing, "sequences_per_s": timing["steps_per_s"] * args.batch_size}
 
 
 def main(argv=None) -> int:

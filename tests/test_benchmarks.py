@@ -72,6 +72,25 @@ def test_train_step_benchmark_on_a_tiny_model(tmp_path, monkeypatch):
         train_step.main(["--vq", str(tmp_path / "vq"), "--sequences", "2", "--batch-size", "4"])
 
 
+def test_speech_batches_quick_run(tmp_path, monkeypatch):
+    """Random against length-grouped batches of the tts-speech recipe, on a tiny LM: both rows train one
+    epoch of the same utterances, and grouping leaves less padding."""
+    from benchmarks import speech_batches
+    from zoo.data.speech import espeak_available
+
+    if not espeak_available():
+        pytest.skip("espeak-ng is not installed")
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    assert speech_batches.main(["--cache-dir", str(tmp_path / "cache"), "--quick"]) == 0
+    result = json.loads((tmp_path / "speech_batches.quick.json").read_text())
+    shuffled, grouped = result["rows"]
+    assert shuffled["steps"] == grouped["steps"] == 12 and shuffled["speedup"] == 1.0
+    assert grouped["padded_share"] < shuffled["padded_share"] and all(r["seconds"] > 0 for r in result["rows"])
+    assert len(result["claims"]) == 1
+    with pytest.raises(SystemExit, match="--utterances"):
+        speech_batches.main(["--utterances", "8"])
+
+
 def test_c2i_benchmark_on_a_tiny_pipeline(tmp_path, monkeypatch):
     """The c2i benchmark end to end on a random 32 px pipeline (the numbers mean nothing)."""
     import torch

@@ -267,11 +267,8 @@ def initial_lm(args, text_vocab_size: int, codebook_size: int) -> SpeechLM:
     return lm
 
 
-def main(argv=None) -> int:
-    import zoo
-    from pipelines import CodecTTSPipeline
-    from tokenizers_audio import SpeechCodec
-
+def build_parser() -> argparse.ArgumentParser:
+    """The recipe's arguments (the benchmarks build its LM from their defaults too)."""
     p = argparse.ArgumentParser(prog="zoo train tts-speech", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--codec", default="codec-speech", help="speech codec: built-in name, folder or Hub id")
@@ -308,7 +305,15 @@ def main(argv=None) -> int:
     p.add_argument("--init", default=None, help="a trained CodecTTSPipeline or SpeechLM (folder or built-in name) "
                                                 "to go on training; the size arguments are then its own. With "
                                                 "--text-stream, a prefix-only LM gains a fresh text stream")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    import zoo
+    from pipelines import CodecTTSPipeline
+    from tokenizers_audio import SpeechCodec
+
+    args = build_parser().parse_args(argv)
     if args.probe_utterances < 2:
         raise SystemExit(f"--probe-utterances must be at least 2 (the probe gives each one another's text), "
                          f"got {args.probe_utterances}.")
