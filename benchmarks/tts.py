@@ -1,7 +1,11 @@
 """Text-to-speech on codec tokens: intelligibility, naturalness and speed, semantic vs acoustic codec, MCTP.
 
-    python benchmarks/tts.py --tts tts-speech --ablation runs/tts-acoustic/pipeline --utterances 50
+    python benchmarks/tts.py --tts tts-speech-prefix --ablation runs/tts-acoustic/pipeline --utterances 50
     python benchmarks/tts.py --phonemes runs/tts-phonemes/pipeline ...   # adds the phoneme-input row
+    python benchmarks/tts.py --text-stream tts-speech ...                 # adds the aligned-text-stream row
+
+`--tts` is the text-prefix TTS every other row is compared with (default `tts-speech-prefix`; the built-in
+`tts-speech` has the aligned text stream).
 
 Quality rows: the transcripts of `--utterances` test utterances said by each TTS pipeline (one seed per
 utterance, at most twice the original's duration plus 1 s), scored by the `asr-speech` recogniser (WER / CER) next to its WER on the espeak-ng originals,
@@ -63,12 +67,12 @@ def main(argv=None) -> int:
     import zoo
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tts", default="tts-speech")
+    p.add_argument("--tts", default="tts-speech-prefix", help="the text-prefix TTS (the baseline of every row)")
     p.add_argument("--ablation", help="the same TTS recipe on the acoustic-only codec (pipeline folder)")
     p.add_argument("--phonemes", help="the same TTS recipe reading espeak-ng phonemes instead of letters "
                                       "(pipeline folder; a row, no paper claim)")
     p.add_argument("--text-stream", help="the same TTS recipe with an aligned text stream, `--text-stream` (DSM-TTS; "
-                                          "pipeline folder)")
+                                          "pipeline folder or built-in name, e.g. tts-speech)")
     p.add_argument("--recognizer", default="asr-speech")
     p.add_argument("--utterances", type=int, default=50)
     p.add_argument("--speed-utterances", type=int, default=10)

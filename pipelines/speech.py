@@ -261,7 +261,7 @@ class CodecTTSPipeline(_SpeechLMPipeline):
 class SpeechContinuationPipeline(_SpeechLMPipeline):
     """Continue a speaker's audio: the prompt's codes are given frames, the LM goes on from there.
 
-    >>> pipe = SpeechContinuationPipeline.from_pretrained("tts-speech")              # doctest: +SKIP
+    >>> pipe = SpeechContinuationPipeline.from_pretrained("tts-speech-prefix")       # doctest: +SKIP
     >>> out = pipe(wav, sample_rate=24000, text="the cat sat on the mat and then it ran away")  # doctest: +SKIP
     """
 

@@ -129,6 +129,20 @@ def test_builtin_tts_speaks_offline(offline, tmp_path):
     assert rate == 24_000 and 0.5 < audio.shape[-1] / rate < 6  # a short sentence, ended by the model
 
 
+def test_builtin_prefix_tts_continues_speech(offline):
+    """The built-in tts-speech reads an aligned text stream; tts-speech-prefix (its version 2) has none, so
+    it is the one a SpeechContinuationPipeline takes."""
+    import zoo
+
+    assert zoo.load("tts-speech").lm.config.text_stream
+    cont = SpeechContinuationPipeline.from_pretrained("tts-speech-prefix")
+    assert not cont.lm.config.text_stream
+    cont.set_progress_bar_config(disable=True)
+    prompt = torch.sin(torch.arange(24_000) / 24_000 * 2 * torch.pi * 220)[None, None] * 0.1  # 1 s of a tone
+    out = cont(prompt, sample_rate=24_000, max_seconds=0.4, generator=torch.Generator().manual_seed(0))
+    assert out.sample_rate == 24_000 and 0 < out.audios[0].shape[-1] <= int(0.4 * 24_000) + 1920
+
+
 @pytest.mark.skipif(not __import__("zoo.data.speech", fromlist=["x"]).espeak_available(), reason="needs espeak-ng")
 def test_phoneme_input(pipe, tmp_path):
     """A model trained on phonemes reads espeak-ng's IPA of the text; the choice is saved with the pipeline."""

@@ -134,8 +134,12 @@ _BUILTINS = [
           "ablation): same layout, 8 codebooks of 1024, 2 kbps (zoo recipe: zoo train codec-speech --no-semantic; "
           "6,000 steps)", folder="codec-speech-acoustic"),
     Entry("tts-speech", "builtin", "Text to speech on codec-speech tokens (4 codebooks, 25 Hz): Moshi-style "
-          "temporal + depth transformers with acoustic delay, 4 VITA-Audio MCTP modules (CodecTTSPipeline; zoo "
-          "recipe: zoo train tts-speech; version 2, 3,000 steps)", folder="tts-speech"),
+          "temporal + depth transformers with acoustic delay, an aligned text stream 6 frames ahead (Kyutai's "
+          "DSM-TTS), 4 VITA-Audio MCTP modules (CodecTTSPipeline; zoo recipe: zoo train tts-speech --text-stream; "
+          "version 3, 4,000 steps on 20,000 utterances)", folder="tts-speech"),
+    Entry("tts-speech-prefix", "builtin", "tts-speech version 2: the same LM with the text as a prefix only, no "
+          "text stream; the LM of SpeechContinuationPipeline and the baseline of the text-stream comparison "
+          "(zoo recipe: zoo train tts-speech; 3,000 steps on 3,000 utterances)", folder="tts-speech-prefix"),
     Entry("dd-shapes", "builtin", "One/two-step Distilled Decoding student of llamagen-shapes "
           "(DistilledPipeline; zoo recipe: zoo train dd-shapes; a short first run)", folder="dd-shapes"),
 ]
