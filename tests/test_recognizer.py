@@ -81,11 +81,24 @@ def test_asr_and_codec_recipes_run(tmp_path):
     log = (tmp_path / "codec" / "metrics.jsonl").read_text()
     assert all(f'"{term}"' in log for term in ("semantic", "mel", "stft", "adversarial", "feature_matching"))
 
+    from tokenizers_audio import SpeechCodec
+
+    # --decoder-only goes on training the decoder side alone: the encoder and codebooks, so the codes, stay
+    codec = str(tmp_path / "codec" / "model")
+    assert main(["train", "codec-speech", "--out", str(tmp_path / "codec-dec"), "--init", codec, "--decoder-only",
+                 "--utterances", "4", "--steps", "2", "--batch-size", "2", "--crop-frames", "4", "--lr", "1e-2",
+                 "--cache-dir", cache]) == 0
+    before, after = (SpeechCodec.from_pretrained(path).state_dict() for path in (codec, tmp_path / "codec-dec" / "model"))
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and all(name.startswith(("upsample.", "decoder_transformer.", "decoder.")) for name in changed)
+    assert "commitment" not in (tmp_path / "codec-dec" / "metrics.jsonl").read_text()
+    with pytest.raises(SystemExit, match="pass --init"):
+        main(["train", "codec-speech", "--out", str(tmp_path / "codec-bad"), "--decoder-only", "--no-semantic"])
+
     from zoo.audio import read_wav, write_wav
 
     wav = speech.SpeechDataset("train", 4, cache_dir=cache)[0]["audio"]
     write_wav(tmp_path / "in.wav", wav, 24_000)
-    codec = str(tmp_path / "codec" / "model")
     assert main(["tokenize", codec, str(tmp_path / "in.wav"), "--codebooks", "2"]) == 0
     import numpy as np
 

@@ -2,6 +2,8 @@
 
     zoo train codec-speech --out runs/codec-speech --teacher runs/asr-speech/model --steps 4000
     zoo train codec-speech --out runs/codec-acoustic --no-semantic ...       # the ablation without it
+    zoo train codec-speech --out runs/codec-dec --init codec-speech --decoder-only --steps 2000
+                                            # go on training the decoder alone: the codes do not change
 
 Random crops of zoo's espeak-ng speech; losses (weights as flags):
 - multi-resolution STFT loss (spectral convergence + log magnitude at 512 / 1024 / 2048 points),
@@ -70,19 +72,22 @@ def mel_loss(reference: torch.Tensor, estimate: torch.Tensor, sample_rate: int,
                for w, m in zip(windows, mels)) / len(windows)
 
 
-def make_loss(weights: dict, num_codebooks: int, seed: int = 0, discriminator=None, lr: float = 3e-4):
+def make_loss(weights: dict, num_codebooks: int, seed: int = 0, discriminator=None, lr: float = 3e-4,
+              decoder_only: bool = False):
     """The codec's loss function for `train`. With a discriminator (MultiScaleSTFTDiscriminator) each call
     first takes one step of it on (real, reconstruction), then adds the generator's adversarial and
-    feature-matching terms (weights "adversarial", "feature_matching")."""
+    feature-matching terms (weights "adversarial", "feature_matching"). decoder_only: the codec's
+    `forward(..., decoder_only=True)`, for a codec whose encoder side is frozen."""
     rng = random.Random(seed)
     optimizer = torch.optim.AdamW(discriminator.parameters(), lr=lr, betas=(0.5, 0.9)) if discriminator else None
 
     def codec_loss(model, audio):
         n = rng.randint(1, num_codebooks)  # quantizer dropout, the same on every process for a given step
-        out = model(audio, num_codebooks=n)
+        out = model(audio, num_codebooks=n, decoder_only=decoder_only)
         recon = out.audio[..., : audio.shape[-1]]
-        terms = {"stft": stft_loss(audio, recon), "mel": mel_loss(audio, recon, model.config.sample_rate),
-                 "commitment": out.commitment_loss}
+        terms = {"stft": stft_loss(audio, recon), "mel": mel_loss(audio, recon, model.config.sample_rate)}
+        if not decoder_only:
+            terms["commitment"] = out.commitment_loss
         if out.semantic_prediction is not None:
             target = F.layer_norm(out.semantic_target, out.semantic_target.shape[-1:])
             terms["semantic"] = F.mse_loss(out.semantic_prediction, target)
@@ -129,6 +134,25 @@ def build_codec(args) -> SpeechCodec:
     return codec
 
 
+def initial_codec(args) -> SpeechCodec:
+    """A new codec from the flags, or the `--init` one (with all but its decoder side frozen for
+    `--decoder-only`)."""
+    if args.init is None:
+        if args.decoder_only:
+            raise SystemExit("--decoder-only goes on training a codec's decoder: pass --init (e.g. codec-speech).")
+        return build_codec(args)
+    import zoo
+
+    codec = zoo.load(args.init)
+    if not isinstance(codec, SpeechCodec):
+        raise SystemExit(f"--init {args.init} is a {type(codec).__name__}, not a SpeechCodec.")
+    if args.decoder_only:
+        decoder_side = ("upsample.", "decoder_transformer.", "decoder.")
+        for name, parameter in codec.named_parameters():
+            parameter.requires_grad_(name.startswith(decoder_side))
+    return codec
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="zoo train codec-speech", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
@@ -156,10 +180,15 @@ def main(argv=None) -> int:
     p.add_argument("--adversarial", action="store_true", help="add EnCodec's MS-STFT discriminator (hinge + feature matching)")
     p.add_argument("--w-adversarial", type=float, default=1.0)
     p.add_argument("--w-feature-matching", type=float, default=3.0)
+    p.add_argument("--init", help="start from a trained codec (built-in name, folder or Hub id) instead of a new one; "
+                                  "the architecture flags are then ignored")
+    p.add_argument("--decoder-only", action="store_true",
+                   help="with --init: train the decoder side alone (upsampling, decoder transformer, SEANet decoder); "
+                        "the encoder and codebooks stay frozen, so the codes, and LMs trained on them, stay valid")
     p.add_argument("--seed", type=int, default=0)
     add_mixed_precision(p)
     args = p.parse_args(argv)
-    codec = build_codec(args)
+    codec = initial_codec(args)
     config = TrainConfig(output_dir=args.out, max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          betas=(0.8, 0.99), warmup_steps=min(200, args.steps // 10), lr_schedule="cosine",
                          log_every=min(50, args.steps), checkpoint_every=min(500, args.steps), seed=args.seed,
@@ -169,14 +198,14 @@ def main(argv=None) -> int:
     weights = {"stft": args.w_stft, "mel": args.w_mel, "commitment": args.w_commitment, "semantic": args.w_semantic,
                "adversarial": args.w_adversarial, "feature_matching": args.w_feature_matching}
     discriminator = MultiScaleSTFTDiscriminator() if args.adversarial else None
-    loss = make_loss(weights, args.codebooks, args.seed, discriminator)
+    loss = make_loss(weights, codec.config.num_codebooks, args.seed, discriminator, decoder_only=args.decoder_only)
     codec = train(codec, data, loss, config, hooks=[codebook_hook(250)])
     from accelerate import PartialState
 
     if PartialState().is_main_process:
         codec.save_pretrained(f"{args.out}/model")
         print(json.dumps({"parameters_M": sum(p.numel() for p in codec.parameters()) / 1e6,
-                          "bitrate_8": codec.bitrate(min(8, args.codebooks))}, indent=2))
+                          "bitrate_8": codec.bitrate(min(8, codec.config.num_codebooks))}, indent=2))
     return 0
 
 

@@ -123,7 +123,7 @@ def train(model, dataset, loss_fn, config: TrainConfig, *, hooks=None, collate_f
     sampler = _sampler(dataset, lengths, config, accelerator.num_processes, accelerator.process_index)
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, drop_last=True,
                                          num_workers=config.num_workers, collate_fn=collate_fn)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, betas=config.betas,
                                   weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, config))
     model, optimizer = accelerator.prepare(model, optimizer)
