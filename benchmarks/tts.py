@@ -11,6 +11,8 @@ Quality rows: the transcripts of `--utterances` test utterances said by each TTS
 utterance, at most twice the original's duration plus 1 s), scored by the `asr-speech` recogniser (WER / CER) next to its WER on the espeak-ng originals,
 and DNSMOS (overall) where `speechmos` is installed. `--ablation` is the same TTS recipe on the codec
 trained without the semantic branch (X-Codec's claim: semantic tokens lower the WER of generated speech).
+Codec rows: the originals encoded and decoded by each pipeline's codec at its LM's codebooks, the floor
+under any LM's WER on that codec.
 Decoding rows: plain decoding (the backbone emits every frame) and each `--schedules` MCTP schedule
 (VITA-Audio's claim: several-fold faster, much lower first-audio latency, small quality cost): WER on
 the same texts, real-time factor (generation + decoding wall time / audio duration, batch 1) and time to
@@ -43,6 +45,20 @@ def quality_row(system: str, audios, texts, recognizer) -> dict:
     seconds = [len(a) / SAMPLE_RATE for a in audios]
     return {"system": system, **error_rates(texts, hypotheses), "mean_seconds": sum(seconds) / len(seconds),
             **mean_dnsmos(audios, SAMPLE_RATE)}
+
+
+@torch.no_grad()
+def reconstruction_row(name: str, pipe, audios, texts, recognizer) -> dict:
+    """The originals through `pipe`'s codec at the codebooks its LM predicts: what any LM on it can reach."""
+    q = pipe.lm.config.num_codebooks
+    recon = [pipe.codec.decode(pipe.codec.encode(a, SAMPLE_RATE, num_codebooks=q), length=len(a))[0, 0].cpu()
+             for a in audios]
+    return quality_row(f"{name}'s codec: reconstructions ({q} codebooks)", recon, texts, recognizer)
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def speed_row(pipe, texts: list[str], limits: list[float], schedule, guidance_scale: float) -> dict:
@@ -94,20 +110,28 @@ def main(argv=None) -> int:
     limits = [2 * len(data[i]["audio"]) / SAMPLE_RATE + 1 for i in range(len(data))]  # a model that never ends stops
     g, n = args.guidance_scale, args.speed_utterances
 
-    original = quality_row("espeak-ng originals", [data[i]["audio"] for i in range(len(data))], texts, recognizer)
+    audios = [data[i]["audio"] for i in range(len(data))]
+    original = quality_row("espeak-ng originals", audios, texts, recognizer)
     rows = [original]
     plain = {**quality_row(f"{args.tts} (plain decoding)", say_all(pipe, texts, limits, None, g), texts, recognizer),
              **speed_row(pipe, texts[:n], limits[:n], None, g)}
     rows.append(plain)
-    variants = {}  # the same recipe with one thing changed: its row, for the claims below
+    variants, loaded = {}, {}  # the same recipe with one thing changed: its row (for the claims below); its pipeline
     for what, source in [("acoustic-only codec", args.ablation), ("phoneme input", args.phonemes),
                          ("aligned text stream", args.text_stream)]:
         if source:
             variant = zoo.load(source)
             variant.set_progress_bar_config(disable=True)
+            loaded[source] = variant
             variants[what] = {**quality_row(f"{source} ({what})", say_all(variant, texts, limits, None, g), texts,
                                             recognizer), **speed_row(variant, texts[:n], limits[:n], None, g)}
             rows.append(variants[what])
+    codecs = {args.tts: pipe}  # one reconstruction row per distinct codec (weights and codebooks)
+    for source, variant in loaded.items():
+        if not any(same_weights(variant.codec, c.codec) and variant.lm.config.num_codebooks == c.lm.config.num_codebooks
+                   for c in codecs.values()):
+            codecs[source] = variant
+    rows[1:1] = [reconstruction_row(name, c, audios, texts, recognizer) for name, c in codecs.items()]
     schedules = args.schedules if len(pipe.lm.mctp) else []
     for schedule in schedules:
         rows.append({**quality_row(f"{args.tts} (MCTP {schedule})", say_all(pipe, texts, limits, schedule, g), texts,
