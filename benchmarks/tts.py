@@ -13,6 +13,8 @@ and DNSMOS (overall) where `speechmos` is installed. `--ablation` is the same TT
 trained without the semantic branch (X-Codec's claim: semantic tokens lower the WER of generated speech).
 Codec rows: the originals encoded and decoded by each pipeline's codec at its LM's codebooks, the floor
 under any LM's WER on that codec.
+Sampling rows (`--sampling T,K ...`): the main pipeline (`--text-stream`, else `--tts`) at other temperatures
+and top-k than the default (the pipelines' own: Moshi's temperature 0.8, top-k 250).
 Decoding rows: plain decoding (the backbone emits every frame) and each `--schedules` MCTP schedule
 (VITA-Audio's claim: several-fold faster, much lower first-audio latency, small quality cost): WER on
 the same texts, real-time factor (generation + decoding wall time / audio duration, batch 1) and time to
@@ -29,14 +31,16 @@ import time
 import torch
 
 from benchmarks.common import claim, machine_description, mean_dnsmos, report, write_results
+from pipelines.speech import TEMPERATURE, TOP_K
 from zoo.data.speech import SAMPLE_RATE, SpeechDataset
 from zoo.metrics.recognizer import error_rates
 
 
-def say_all(pipe, texts: list[str], limits: list[float], schedule=None, guidance_scale: float = 1.0):
-    """Each text said with seed = its index, one at a time (as a user would), up to its time limit."""
+def say_all(pipe, texts: list[str], limits: list[float], schedule=None, **options):
+    """Each text said with seed = its index, one at a time (as a user would), up to its time limit. options:
+    the pipeline's guidance_scale, temperature, top_k."""
     return [torch.as_tensor(pipe(t, generator=torch.Generator().manual_seed(i), mctp_schedule=schedule,
-                                 guidance_scale=guidance_scale, max_seconds=limit, output_type="pt").audios[0])
+                                 max_seconds=limit, output_type="pt", **options).audios[0])
             for i, (t, limit) in enumerate(zip(texts, limits))]
 
 
@@ -56,23 +60,35 @@ def reconstruction_row(name: str, pipe, audios, texts, recognizer) -> dict:
     return quality_row(f"{name}'s codec: reconstructions ({q} codebooks)", recon, texts, recognizer)
 
 
+def sampling_setting(text: str) -> tuple[float, int]:
+    """ "T,K" -> (temperature T >= 0, top-k K >= 0), for --sampling."""
+    try:
+        temperature, top_k = text.split(",")
+        temperature, top_k = float(temperature), int(top_k)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a sampling setting is TEMPERATURE,TOP_K (e.g. 1,0), got {text!r}") from None
+    if temperature < 0 or top_k < 0:
+        raise argparse.ArgumentTypeError(f"temperature and top-k must be >= 0, got {text!r}")
+    return temperature, top_k
+
+
 def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def speed_row(pipe, texts: list[str], limits: list[float], schedule, guidance_scale: float) -> dict:
+def speed_row(pipe, texts: list[str], limits: list[float], schedule, **options) -> dict:
     """Median real-time factor and time to first audio over `texts` (batch 1; one warm-up call first)."""
     pipe(texts[0], max_seconds=1.0, mctp_schedule=schedule, generator=torch.Generator().manual_seed(0))
     rtfs, first_audio = [], []
     for i, (text, limit) in enumerate(zip(texts, limits)):
         start = time.perf_counter()
-        audio = pipe(text, generator=torch.Generator().manual_seed(i), mctp_schedule=schedule,
-                     guidance_scale=guidance_scale, max_seconds=limit).audios[0]
+        audio = pipe(text, generator=torch.Generator().manual_seed(i), mctp_schedule=schedule, max_seconds=limit,
+                     **options).audios[0]
         rtfs.append((time.perf_counter() - start) / max(len(audio) / SAMPLE_RATE, 1e-3))
         start = time.perf_counter()
-        stream = pipe(text, generator=torch.Generator().manual_seed(i), mctp_schedule=schedule,
-                      guidance_scale=guidance_scale, stream=True, chunk_frames=2)
+        stream = pipe(text, generator=torch.Generator().manual_seed(i), mctp_schedule=schedule, stream=True,
+                      chunk_frames=2, **options)
         next(stream)
         first_audio.append(time.perf_counter() - start)
         stream.close()
@@ -95,6 +111,11 @@ def main(argv=None) -> int:
     p.add_argument("--schedules", nargs="*", default=["turbo", "balance"],
                    help="MCTP schedules to compare with plain decoding (names or M,m,... lists)")
     p.add_argument("--guidance-scale", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=TEMPERATURE, help="token sampling (the pipelines' default)")
+    p.add_argument("--top-k", type=int, default=TOP_K, help="token sampling (the pipelines' default; 0 = off)")
+    p.add_argument("--sampling", nargs="*", default=[], type=sampling_setting, metavar="T,K",
+                   help="other (temperature, top-k) settings, e.g. 1,0: quality rows of the --text-stream pipeline "
+                        "(else --tts) said with each")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--quick", action="store_true", help="3 utterances, 2 for speed; results to tts.quick.json")
     p.add_argument("--name", default="tts", help="results/<name>.json and its BENCHMARKS.md section (another name "
@@ -109,12 +130,13 @@ def main(argv=None) -> int:
     texts = [data[i]["text"] for i in range(len(data))]
     limits = [2 * len(data[i]["audio"]) / SAMPLE_RATE + 1 for i in range(len(data))]  # a model that never ends stops
     g, n = args.guidance_scale, args.speed_utterances
+    options = {"guidance_scale": g, "temperature": args.temperature, "top_k": args.top_k}
 
     audios = [data[i]["audio"] for i in range(len(data))]
     original = quality_row("espeak-ng originals", audios, texts, recognizer)
     rows = [original]
-    plain = {**quality_row(f"{args.tts} (plain decoding)", say_all(pipe, texts, limits, None, g), texts, recognizer),
-             **speed_row(pipe, texts[:n], limits[:n], None, g)}
+    plain = {**quality_row(f"{args.tts} (plain decoding)", say_all(pipe, texts, limits, None, **options), texts,
+                           recognizer), **speed_row(pipe, texts[:n], limits[:n], None, **options)}
     rows.append(plain)
     variants, loaded = {}, {}  # the same recipe with one thing changed: its row (for the claims below); its pipeline
     for what, source in [("acoustic-only codec", args.ablation), ("phoneme input", args.phonemes),
@@ -123,8 +145,9 @@ def main(argv=None) -> int:
             variant = zoo.load(source)
             variant.set_progress_bar_config(disable=True)
             loaded[source] = variant
-            variants[what] = {**quality_row(f"{source} ({what})", say_all(variant, texts, limits, None, g), texts,
-                                            recognizer), **speed_row(variant, texts[:n], limits[:n], None, g)}
+            said = say_all(variant, texts, limits, None, **options)
+            variants[what] = {**quality_row(f"{source} ({what})", said, texts, recognizer),
+                              **speed_row(variant, texts[:n], limits[:n], None, **options)}
             rows.append(variants[what])
     codecs = {args.tts: pipe}  # one reconstruction row per distinct codec (weights and codebooks)
     for source, variant in loaded.items():
@@ -132,10 +155,19 @@ def main(argv=None) -> int:
                    for c in codecs.values()):
             codecs[source] = variant
     rows[1:1] = [reconstruction_row(name, c, audios, texts, recognizer) for name, c in codecs.items()]
+    name, main_pipe = (args.text_stream, loaded[args.text_stream]) if args.text_stream else (args.tts, pipe)
+    main_row = variants.get("aligned text stream", plain)
+    sampled = {}  # (temperature, top_k) -> its row
+    for temperature, top_k in args.sampling:
+        said = say_all(main_pipe, texts, limits, None, **{**options, "temperature": temperature, "top_k": top_k})
+        sampled[temperature, top_k] = quality_row(f"{name} (temperature {temperature:g}, top-k {top_k or 'off'})",
+                                                  said, texts, recognizer)
+        rows.append(sampled[temperature, top_k])
     schedules = args.schedules if len(pipe.lm.mctp) else []
     for schedule in schedules:
-        rows.append({**quality_row(f"{args.tts} (MCTP {schedule})", say_all(pipe, texts, limits, schedule, g), texts,
-                                   recognizer), **speed_row(pipe, texts[:n], limits[:n], schedule, g)})
+        said = say_all(pipe, texts, limits, schedule, **options)
+        rows.append({**quality_row(f"{args.tts} (MCTP {schedule})", said, texts, recognizer),
+                     **speed_row(pipe, texts[:n], limits[:n], schedule, **options)})
 
     claims = [
         claim("generated speech: recogniser WER within 2x of its WER on the espeak-ng originals",
@@ -159,6 +191,12 @@ def main(argv=None) -> int:
         claims.append(claim("with the aligned text stream: WER within 2x of the originals'",
                             aligned["wer"] <= 2 * original["wer"],
                             f"{100 * aligned['wer']:.1f}% vs {100 * original['wer']:.1f}%"))
+    if (1.0, 0) in sampled and (args.temperature, args.top_k) != (1.0, 0):
+        whole = sampled[1.0, 0]
+        claims.append(claim(f"sampling at temperature {args.temperature:g}, top-k {args.top_k or 'off'} (Moshi's "
+                            "0.8, 250) lowers the WER against sampling the whole distribution",
+                            main_row["wer"] < whole["wer"],
+                            f"{100 * main_row['wer']:.1f}% vs {100 * whole['wer']:.1f}%"))
     for row, schedule in zip(rows[-len(schedules):] if schedules else [], schedules):
         speedup = plain["rtf"] / row["rtf"]
         claims.append(claim(f"MCTP {schedule}: several-fold faster than plain decoding (VITA-Audio: 3-5x at 7B)",
@@ -173,7 +211,8 @@ def main(argv=None) -> int:
     path = write_results(args.name, command, machine_description(2), rows, claims, quick=args.quick,
                          columns=["system", "wer", "cer", "dnsmos_ovrl", "mean_seconds", "rtf", "first_audio_s"],
                          notes=f"{len(texts)} test transcripts, one seed each; speed: medians over "
-                               f"{args.speed_utterances} of them, batch 1, guidance scale {g:g}.")
+                               f"{args.speed_utterances} of them, batch 1, guidance scale {g:g}; sampling: temperature "
+                               f"{args.temperature:g}, top-k {args.top_k or 'off'}.")
     report(rows, claims, path)
     return 0
 

@@ -30,6 +30,7 @@ from .base import ZooPipeline
 logger = logging.get_logger(__name__)
 IGNORED_PUNCTUATION = ".,;:!?\""  # dropped from the text (the training transcripts have none)
 TEXT_INPUTS = ("characters", "phonemes")  # what the LM reads: the letters, or espeak-ng's IPA of them
+TEMPERATURE, TOP_K = 0.8, 250  # default token sampling: Moshi's LMGen for audio tokens (temp, top_k)
 
 
 @dataclass
@@ -125,7 +126,7 @@ class _SpeechLMPipeline(ZooPipeline):
         return [token_ids(self.tokenizer, text) for text in texts]
 
     def generate_codes(self, text_ids, text_mask, num_frames: int, prompt_frames=None, guidance_scale: float = 1.0,
-                       temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, generator=None,
+                       temperature: float = TEMPERATURE, top_k: int = TOP_K, top_p: float = 1.0, generator=None,
                        mctp_schedule=None, callback_on_step_end=None, scripts=None):
         """The frame loop, as a generator: after every engine step yields (codes [B, Q, t], lengths), the
         undelayed codec codes complete so far and each row's audio length in frames (None until its END).
@@ -219,8 +220,8 @@ class CodecTTSPipeline(_SpeechLMPipeline):
     _callback_tensor_inputs = ["tokens"]
 
     @torch.no_grad()
-    def __call__(self, text: str | list[str], guidance_scale: float = 1.0, temperature: float = 1.0, top_k: int = 0,
-                 top_p: float = 1.0, max_seconds: float | None = None, mctp_schedule=None,
+    def __call__(self, text: str | list[str], guidance_scale: float = 1.0, temperature: float = TEMPERATURE,
+                 top_k: int = TOP_K, top_p: float = 1.0, max_seconds: float | None = None, mctp_schedule=None,
                  generator: torch.Generator | list[torch.Generator] | None = None, stream: bool = False,
                  chunk_frames: int = 2, output_type: str = "np", return_dict: bool = True, callback_on_step_end=None):
         """Say `text`.
@@ -228,7 +229,9 @@ class CodecTTSPipeline(_SpeechLMPipeline):
         Args:
             text: a sentence or a list of them (letters, spaces and apostrophes; punctuation is dropped).
             guidance_scale: CFG scale >= 0 against the empty text (1 = off).
-            temperature, top_k, top_p: token sampling (temperature 0 = greedy).
+            temperature, top_k, top_p: token sampling (temperature 0 = greedy). The defaults are Moshi's for
+                audio tokens (`LMGen`: temp 0.8, top_k 250); temperature=1.0, top_k=0 samples the model's whole
+                distribution, which says fewer of the words (BENCHMARKS.md, "Sampling").
             max_seconds: the longest audio to generate (default: the model's context).
             mctp_schedule: None (the backbone emits every frame), a VITA-Audio mode ("turbo", "boost",
                 "balance", "vanilla") or a list [backbone frames, MCTP frames, ...] (needs MCTP modules).
@@ -269,7 +272,7 @@ class SpeechContinuationPipeline(_SpeechLMPipeline):
 
     @torch.no_grad()
     def __call__(self, audio, sample_rate: int | None = None, text: str | None = None, resample: bool = False,
-                 guidance_scale: float = 1.0, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                 guidance_scale: float = 1.0, temperature: float = TEMPERATURE, top_k: int = TOP_K, top_p: float = 1.0,
                  max_seconds: float | None = None, mctp_schedule=None, generator=None, stream: bool = False,
                  chunk_frames: int = 2, output_type: str = "np", return_dict: bool = True,
                  callback_on_step_end=None):

@@ -173,17 +173,18 @@ def test_tts_benchmark_on_tiny_models(tmp_path, monkeypatch):
     monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
     args = ["--tts", str(tmp_path / "tts"), "--ablation", str(tmp_path / "tts"),
             "--phonemes", str(tmp_path / "tts"), "--text-stream", str(tmp_path / "dsm"),
-            "--recognizer", str(tmp_path / "asr"), "--schedules", "1,2", "--cache-dir", str(tmp_path / "cache"),
+            "--recognizer", str(tmp_path / "asr"), "--schedules", "1,2", "--sampling", "1,0",
+            "--cache-dir", str(tmp_path / "cache"),
             "--quick", "--name", "tts-all"]
     assert tts_benchmark.main(args) == 0
     result = json.loads((tmp_path / "tts-all.quick.json").read_text())
     assert [r["system"].split(" (")[-1] for r in result["rows"]] == [
         "espeak-ng originals", "2 codebooks)", "2 codebooks)", "plain decoding)", "acoustic-only codec)",
-        "phoneme input)", "aligned text stream)", "MCTP 1,2)"]
+        "phoneme input)", "aligned text stream)", "temperature 1, top-k off)", "MCTP 1,2)"]
     # one codec row per distinct codec: the three variants on the baseline's codec share its row
     assert [r["system"].split("'s codec")[0] for r in result["rows"][1:3]] == [str(tmp_path / n) for n in ("tts", "dsm")]
     assert all(r["wer"] >= 0 for r in result["rows"]) and result["rows"][3]["rtf"] > 0
-    assert len(result["claims"]) == 8
+    assert len(result["claims"]) == 9
 
 
 def test_flextok_benchmark_on_tiny_tokenizers(tmp_path, monkeypatch):
