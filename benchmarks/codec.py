@@ -91,6 +91,8 @@ def main(argv=None) -> int:
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--no-peers", action="store_true", help="skip transformers' Mimi / EnCodec / DAC speed rows")
     p.add_argument("--quick", action="store_true", help="5 utterances, 2 s of audio for speed; results to codec.quick.json")
+    p.add_argument("--name", default="codec", help="results/<name>.json and its BENCHMARKS.md section (another name "
+                                                   "keeps a side comparison apart from the main table)")
     args = p.parse_args(argv)
     if args.quick:
         args.utterances, args.rtf_seconds, args.repeats = min(args.utterances, 5), 2.0, 1
@@ -126,7 +128,7 @@ def main(argv=None) -> int:
                         zoo_speed["encode_rtf"] < 1 and zoo_speed["decode_rtf"] < 1,
                         f"encode RTF {zoo_speed['encode_rtf']:.3f}, decode RTF {zoo_speed['decode_rtf']:.3f}"))
     command = " ".join(["python benchmarks/codec.py", *(sys.argv[1:] if argv is None else argv)])
-    path = write_results("codec", command, machine_description(2), rows + speed, claims, quick=args.quick,
+    path = write_results(args.name, command, machine_description(2), rows + speed, claims, quick=args.quick,
                          columns=["system", "codebooks", "bitrate_bps", "mel_distance", "stoi", "pesq_wb", "si_sdr_db",
                                   "wer", "cer", "dnsmos_ovrl", "parameters_M", "encode_rtf", "decode_rtf"],
                          notes=f"{len(utterances)} test utterances ({sum(len(u['audio']) for u in utterances) / SAMPLE_RATE:.0f} s); "
