@@ -231,7 +231,7 @@ class CodecTTSPipeline(_SpeechLMPipeline):
             guidance_scale: CFG scale >= 0 against the empty text (1 = off).
             temperature, top_k, top_p: token sampling (temperature 0 = greedy). The defaults are Moshi's for
                 audio tokens (`LMGen`: temp 0.8, top_k 250); temperature=1.0, top_k=0 samples the model's whole
-                distribution, which says fewer of the words (BENCHMARKS.md, "Sampling").
+                distribution, which says fewer of the words (BENCHMARKS.md, "An aligned text stream").
             max_seconds: the longest audio to generate (default: the model's context).
             mctp_schedule: None (the backbone emits every frame), a VITA-Audio mode ("turbo", "boost",
                 "balance", "vanilla") or a list [backbone frames, MCTP frames, ...] (needs MCTP modules).

@@ -128,15 +128,15 @@ _BUILTINS = [
     Entry("asr-speech", "builtin", "Streaming CTC speech recogniser for zoo's espeak-ng speech: the WER / CER judge "
           "and the semantic teacher of codec-speech (zoo recipe: zoo train asr-speech)", folder="asr-speech"),
     Entry("codec-speech", "builtin", "Streaming speech codec (Mimi layout, X-Codec semantic branch taught by "
-          "asr-speech): 24 kHz, 25 Hz, 8 codebooks of 1024, 2 kbps (zoo recipe: zoo train codec-speech; version 2, "
-          "6,000 steps)", folder="codec-speech"),
+          "asr-speech): 24 kHz, 25 Hz, 8 codebooks of 1024, 2 kbps (zoo recipe: zoo train codec-speech; version 3, "
+          "6,000 steps, then 2,800 of the decoder alone)", folder="codec-speech"),
     Entry("codec-speech-acoustic", "builtin", "codec-speech without the semantic branch (X-Codec's acoustic-only "
           "ablation): same layout, 8 codebooks of 1024, 2 kbps (zoo recipe: zoo train codec-speech --no-semantic; "
           "6,000 steps)", folder="codec-speech-acoustic"),
     Entry("tts-speech", "builtin", "Text to speech on codec-speech tokens (4 codebooks, 25 Hz): Moshi-style "
           "temporal + depth transformers with acoustic delay, an aligned text stream 6 frames ahead (Kyutai's "
           "DSM-TTS), 4 VITA-Audio MCTP modules (CodecTTSPipeline; zoo recipe: zoo train tts-speech --text-stream; "
-          "version 3, 4,000 steps on 20,000 utterances)", folder="tts-speech"),
+          "version 3, 7,000 steps on 20,000 utterances)", folder="tts-speech"),
     Entry("tts-speech-prefix", "builtin", "tts-speech version 2: the same LM with the text as a prefix only, no "
           "text stream; the LM of SpeechContinuationPipeline and the baseline of the text-stream comparison "
           "(zoo recipe: zoo train tts-speech; 3,000 steps on 3,000 utterances)", folder="tts-speech-prefix"),
