@@ -79,7 +79,7 @@ def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 def speed_row(pipe, texts: list[str], limits: list[float], schedule, **options) -> dict:
     """Median real-time factor and time to first audio over `texts` (batch 1; one warm-up call first)."""
-    pipe(texts[0], max_seconds=1.0, mctp_schedule=schedule, generator=torch.Generator().manual_seed(0))
+    pipe(texts[0], max_seconds=1.0, mctp_schedule=schedule, generator=torch.Generator().manual_seed(0), **options)
     rtfs, first_audio = [], []
     for i, (text, limit) in enumerate(zip(texts, limits)):
         start = time.perf_counter()
