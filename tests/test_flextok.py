@@ -468,3 +468,23 @@ def test_builtin_flextok_ar_shapes_generates_offline(offline, tmp_path):
     assert main(["generate", "flextok-ar-shapes", "--class", "square", "--num-tokens", "8", "--steps", "3",
                  "--out", str(tmp_path / "grid.png")]) == 0
     assert Image.open(tmp_path / "grid.png").size == (64, 64)
+
+
+def test_recipe_goes_on_training_the_decoder_alone(tmp_path):
+    """`zoo train flextok-shapes --init ... --decoder-only`: only decoder weights move, so the ids stay."""
+    from zoo.cli import main
+
+    tiny = _randomised(FlexTok(**TINY))
+    tiny.save_pretrained(tmp_path / "flextok")
+    common = ["--init", str(tmp_path / "flextok"), "--images", "4", "--steps", "2", "--batch-size", "2", "--lr", "1e-2"]
+    assert main(["train", "flextok-shapes", "--out", str(tmp_path / "dec"), "--size", "32", "--decoder-only",
+                 *common]) == 0
+    before, after = (FlexTok.from_pretrained(path).state_dict() for path in (tmp_path / "flextok", tmp_path / "dec" / "model"))
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and all(name.startswith("decoder.") for name in changed)
+    with pytest.raises(SystemExit, match="pass --size"):  # the --init model is 32 px
+        main(["train", "flextok-shapes", "--out", str(tmp_path / "bad"), *common])
+    with pytest.raises(SystemExit, match="pass --init"):
+        main(["train", "flextok-shapes", "--out", str(tmp_path / "bad"), "--vae", "vae-shapes", "--decoder-only"])
+    with pytest.raises(SystemExit):  # neither --vae nor --init
+        main(["train", "flextok-shapes", "--out", str(tmp_path / "bad")])

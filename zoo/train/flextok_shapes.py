@@ -2,6 +2,7 @@
 
     zoo train vae-shapes --out runs/vae-shapes --steps 2000
     zoo train flextok-shapes --out runs/flextok-shapes --vae runs/vae-shapes/model --steps 4000
+    zoo train flextok-shapes --out runs/flextok-dec --init flextok-shapes --decoder-only --steps 3000
 
 The official architecture scaled down: 64x64 images -> 4 x 16 x 16 latents -> 8 x 8 = 64 patches of 2x2;
 64 registers, one per patch as in the release (256 registers for 16 x 16 patches); FSQ levels [8, 5, 5,
@@ -13,7 +14,9 @@ classifier-free guidance; the VAE is frozen. The kept prefix length is drawn fro
 (`--keep-sampling pow2`, one of the official modes) so that the short prefixes, where a small model has
 the most to learn, get as many steps as the long ones; REPA (a DINOv2 feature loss in the paper) is left
 out: no pretrained network can be downloaded here. The frozen VAE encodes the `--images` training images
-once, into `<out>/latents-train-N.safetensors`.
+once, into `<out>/latents-train-N.safetensors`. `--init` goes on from a trained FlexTok; `--decoder-only`
+then trains its flow decoder alone (encoder frozen), so the token ids stay those of the `--init` model and
+AR models trained over them (`flextok-ar-shapes`) stay valid.
 """
 
 from __future__ import annotations
@@ -26,17 +29,31 @@ from pathlib import Path
 
 from zoo.data.shapes import ShapesDataset
 from zoo.flow.rectified import logit_normal_times
-from zoo.train.loop import add_mixed_precision, cosine_config, save_on_main, train
+from zoo.train.loop import add_mixed_precision, cosine_config, load_to_continue, save_on_main, train
 
 
 def build_model(args):
     from tokenizers_visual.flextok import FlexTok
     from tokenizers_visual.latents import with_pretrained_vae
 
+    if args.init is not None:
+        return initial_model(args, FlexTok)
+    if args.decoder_only:
+        raise SystemExit("--decoder-only goes on training a FlexTok's decoder: pass --init (e.g. flextok-shapes).")
     return with_pretrained_vae(FlexTok, args.vae, image_size=args.size, num_registers=args.registers,
                                fsq_levels=args.fsq_levels, encoder_dim=args.width, encoder_depth=args.depth,
                                decoder_dim=args.width, decoder_depth=args.depth, head_dim=64,
                                keep_k_sampling=args.keep_sampling, null_condition_prob=args.null_prob)
+
+
+def initial_model(args, model_class):
+    """The `--init` model; for `--decoder-only`, everything but the flow decoder frozen."""
+    model = load_to_continue(args.init, model_class, wanted={"image_size": args.size},
+                             advice="pass --size to match it.")
+    if args.decoder_only:
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(name.startswith("decoder."))
+    return model
 
 
 class LatentCache(torch.utils.data.Dataset):
@@ -86,11 +103,11 @@ def flextok_loss(model, batch):
     return out.loss, {"mse": out.loss.item()}
 
 
-def add_latent_arguments(p: argparse.ArgumentParser, steps: int, lr: float):
+def add_latent_arguments(p: argparse.ArgumentParser, steps: int, lr: float, vae_required: bool = True):
     """The arguments every recipe over the `vae-shapes` latents shares (FlexTok, KARL)."""
     p.add_argument("--out", required=True, help="output folder (checkpoints, logs, model/)")
-    p.add_argument("--vae", required=True, help="the AutoencoderKL: built-in vae-shapes, a folder (zoo train "
-                   "vae-shapes ... /model) or a Hub id")
+    p.add_argument("--vae", required=vae_required, help="the AutoencoderKL: built-in vae-shapes, a folder (zoo "
+                   "train vae-shapes ... /model) or a Hub id")
     p.add_argument("--steps", type=int, default=steps)
     p.add_argument("--batch-size", type=int, default=32, help="per process")
     p.add_argument("--lr", type=float, default=lr)
@@ -102,14 +119,21 @@ def add_latent_arguments(p: argparse.ArgumentParser, steps: int, lr: float):
 
 def parse(argv):
     p = argparse.ArgumentParser(prog="zoo train flextok-shapes", description=__doc__.splitlines()[0])
-    add_latent_arguments(p, steps=4000, lr=5e-4)
+    add_latent_arguments(p, steps=4000, lr=5e-4, vae_required=False)
     p.add_argument("--registers", type=int, default=64, help="1D tokens per image")
     p.add_argument("--fsq-levels", type=int, nargs="+", default=[8, 5, 5, 5], help="FSQ levels (official: 8 8 8 5 5 5)")
     p.add_argument("--width", type=int, default=192, help="encoder and decoder width (a multiple of 64)")
     p.add_argument("--depth", type=int, default=4, help="encoder and decoder depth")
     p.add_argument("--keep-sampling", default="pow2", choices=["uniform", "pow2"])
     p.add_argument("--null-prob", type=float, default=0.1, help="probability of the null condition (CFG)")
-    return p.parse_args(argv)
+    p.add_argument("--init", help="a trained FlexTok to go on from (built-in name or folder), instead of --vae; "
+                                  "its architecture wins over the flags above")
+    p.add_argument("--decoder-only", action="store_true",
+                   help="with --init: train the flow decoder alone, keeping the encoder and so the token ids")
+    args = p.parse_args(argv)
+    if (args.vae is None) == (args.init is None):
+        p.error("pass --vae for a new FlexTok, or --init to go on from a trained one (which holds its VAE).")
+    return args
 
 
 def main(argv=None) -> int:
