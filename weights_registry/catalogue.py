@@ -141,7 +141,7 @@ _BUILTINS = [
           "text stream; the LM of SpeechContinuationPipeline and the baseline of the text-stream comparison "
           "(zoo recipe: zoo train tts-speech; 3,000 steps on 3,000 utterances)", folder="tts-speech-prefix"),
     Entry("dd-shapes", "builtin", "One/two-step Distilled Decoding student of llamagen-shapes "
-          "(DistilledPipeline; zoo recipe: zoo train dd-shapes; a short first run)", folder="dd-shapes"),
+          "(DistilledPipeline; zoo recipe: zoo train dd-shapes; version 2, a short CPU run)", folder="dd-shapes"),
 ]
 
 CATALOGUE: dict[str, Entry] = {e.name: e for e in _BUILTINS + _ENTRIES}
