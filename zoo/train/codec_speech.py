@@ -31,7 +31,7 @@ from tokenizers_audio.codec import SpeechCodec
 from tokenizers_audio.discriminator import MultiScaleSTFTDiscriminator
 from zoo.data.speech import SpeechDataset
 from zoo.metrics.audio import log_mel
-from zoo.train.loop import TrainConfig, add_mixed_precision, train
+from zoo.train.loop import TrainConfig, add_mixed_precision, load_to_continue, train, train_only
 
 
 class SpeechCrops(torch.utils.data.Dataset):
@@ -141,16 +141,8 @@ def initial_codec(args) -> SpeechCodec:
         if args.decoder_only:
             raise SystemExit("--decoder-only goes on training a codec's decoder: pass --init (e.g. codec-speech).")
         return build_codec(args)
-    import zoo
-
-    codec = zoo.load(args.init)
-    if not isinstance(codec, SpeechCodec):
-        raise SystemExit(f"--init {args.init} is a {type(codec).__name__}, not a SpeechCodec.")
-    if args.decoder_only:
-        decoder_side = ("upsample.", "decoder_transformer.", "decoder.")
-        for name, parameter in codec.named_parameters():
-            parameter.requires_grad_(name.startswith(decoder_side))
-    return codec
+    codec = load_to_continue(args.init, SpeechCodec)
+    return train_only(codec, ("upsample.", "decoder_transformer.", "decoder.")) if args.decoder_only else codec
 
 
 def main(argv=None) -> int:

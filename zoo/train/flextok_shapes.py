@@ -29,7 +29,7 @@ from pathlib import Path
 
 from zoo.data.shapes import ShapesDataset
 from zoo.flow.rectified import logit_normal_times
-from zoo.train.loop import add_mixed_precision, cosine_config, load_to_continue, save_on_main, train
+from zoo.train.loop import add_mixed_precision, cosine_config, load_to_continue, save_on_main, train, train_only
 
 
 def build_model(args):
@@ -37,23 +37,15 @@ def build_model(args):
     from tokenizers_visual.latents import with_pretrained_vae
 
     if args.init is not None:
-        return initial_model(args, FlexTok)
+        model = load_to_continue(args.init, FlexTok, wanted={"image_size": args.size},
+                                 advice="pass --size to match it.")
+        return train_only(model, ("decoder.",)) if args.decoder_only else model
     if args.decoder_only:
         raise SystemExit("--decoder-only goes on training a FlexTok's decoder: pass --init (e.g. flextok-shapes).")
     return with_pretrained_vae(FlexTok, args.vae, image_size=args.size, num_registers=args.registers,
                                fsq_levels=args.fsq_levels, encoder_dim=args.width, encoder_depth=args.depth,
                                decoder_dim=args.width, decoder_depth=args.depth, head_dim=64,
                                keep_k_sampling=args.keep_sampling, null_condition_prob=args.null_prob)
-
-
-def initial_model(args, model_class):
-    """The `--init` model; for `--decoder-only`, everything but the flow decoder frozen."""
-    model = load_to_continue(args.init, model_class, wanted={"image_size": args.size},
-                             advice="pass --size to match it.")
-    if args.decoder_only:
-        for name, parameter in model.named_parameters():
-            parameter.requires_grad_(name.startswith("decoder."))
-    return model
 
 
 class LatentCache(torch.utils.data.Dataset):

@@ -284,5 +284,13 @@ def load_to_continue(source: str, model_class: type, component: str | None = Non
     return model.float()
 
 
+def train_only(model, prefixes: tuple[str, ...]):
+    """Freeze every parameter whose name does not start with one of `prefixes` (a recipe's
+    `--decoder-only`); the training loop's optimizer holds only the parameters left trainable."""
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name.startswith(prefixes))
+    return model
+
+
 def _plain(value):
     return tuple(value) if isinstance(value, (list, tuple)) else value
