@@ -55,18 +55,42 @@ def image_metrics(classifier, images, labels, real, real_features) -> dict:
             "class_accuracy": class_accuracy(classifier, images, labels)}
 
 
-@torch.no_grad()
-def latency_seconds(pipe, repeats: int, **call_kwargs) -> float:
-    """Median seconds for one image at batch 1, decoding included: the wait of one user, where AR
-    decoding is bound by per-step latency rather than by arithmetic. `call_kwargs` hold the one
-    condition (class_labels=[3] or prompt="...") and the sampling settings."""
+def take_turns(tasks: dict, rounds: int) -> tuple[dict, dict]:
+    """Call every task with round 0, then every task with round 1, and so on: each task's results
+    and seconds per round, by task name. `tasks` maps names to callables of the round index.
+
+    Timing systems in turn, round by round, spreads the machine's slow spells over all of them, so
+    their speed ratio holds while the machine's own speed drifts (5-20% within a run on a shared
+    2-core VM); a ratio per round and its median then say how steady the comparison is.
+    """
+    if not tasks or rounds < 1:
+        raise ValueError(f"take_turns needs at least one task and one round, got {len(tasks)} and {rounds}.")
+    results = {name: [] for name in tasks}
+    seconds = {name: [] for name in tasks}
+    for index in range(rounds):
+        for name, task in tasks.items():
+            start = time.perf_counter()
+            results[name].append(task(index))
+            seconds[name].append(time.perf_counter() - start)
+    return results, seconds
+
+
+def one_image(pipe, **call_kwargs):
+    """A task for `take_turns`: one image at batch 1 with seed = the round, decoding included (the wait
+    of one user, where AR decoding is bound by per-step latency rather than by arithmetic).
+    `call_kwargs` hold the one condition (class_labels=[3] or prompt="...") and the sampling settings."""
     pipe.set_progress_bar_config(disable=True)
-    times = []
-    for i in range(repeats):
-        start = time.perf_counter()
-        pipe(generator=torch.Generator().manual_seed(i), output_type="pt", **call_kwargs)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+
+    @torch.no_grad()
+    def draw(index: int) -> None:
+        pipe(generator=torch.Generator().manual_seed(index), output_type="pt", **call_kwargs)
+    return draw
+
+
+def latency_seconds(pipe, repeats: int, **call_kwargs) -> float:
+    """Median seconds for one image at batch 1 over `repeats` seeds (see `one_image`)."""
+    _, seconds = take_turns({"pipe": one_image(pipe, **call_kwargs)}, repeats)
+    return statistics.median(seconds["pipe"])
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser, name: str, images: int, batch_size: int,
