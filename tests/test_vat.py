@@ -305,6 +305,32 @@ def test_training_can_skip_quantisation_per_shape():
         vat(points, normals, queries, no_quantization_rate=1.5)
 
 
+def test_training_can_decode_random_prefixes_of_the_scales():
+    """prefix_rate: a shape is decoded from the f_hat of its first k scales, one of the prefixes `decode` gives."""
+    torch.manual_seed(0)
+    vat = VAT(**TINY).train()
+    points, normals, queries, _ = _item()
+    points, normals, queries = points.repeat(8, 1, 1), normals.repeat(8, 1, 1), queries.repeat(8, 1, 1)
+    with torch.no_grad():
+        mean, _ = vat.encode_gaussian(points, normals)
+        z_hat, ids, _, _ = vat.quantizer(mean)
+        prefixes = vat.quantizer.prefix_reconstructions(ids)
+        assert prefixes.shape == (len(ids), *mean.shape)
+        for k in range(1, len(ids) + 1):
+            assert torch.allclose(prefixes[k - 1], vat.quantizer.decode(ids[:k]), atol=1e-6)
+        torch.manual_seed(3)
+        mixed = vat.decode_random_prefixes(mean, z_hat, ids, rate=1.0)
+    kept = [[torch.allclose(mixed[b], prefixes[k, b], atol=1e-5) for k in range(len(ids))].index(True)
+            for b in range(8)]
+    assert any(k < len(ids) - 1 for k in kept)  # some shapes read only a prefix
+    with torch.no_grad():
+        assert torch.equal(vat.decode_random_prefixes(mean, z_hat, ids, rate=0.0), z_hat)
+        logits = vat(points, normals, queries, prefix_rate=1.0)["logits"]
+    assert logits.shape == (8, queries.shape[1])
+    with pytest.raises(ValueError, match="prefix_rate"):
+        vat(points, normals, queries, prefix_rate=-0.1)
+
+
 def test_vat_recipe_trains_as_a_vae_first_then_quantises():
     from zoo.train.vat_primitives import make_loss
 
@@ -320,12 +346,13 @@ def test_vat_recipe_trains_as_a_vae_first_then_quantises():
     loss(model, batch)
     track_step(10, None, None, print)
     loss(model, batch)
-    assert calls == [{"no_quantization_rate": 1.0, "commit": False}, {"no_quantization_rate": 0.5, "commit": True}]
+    assert calls == [{"no_quantization_rate": 1.0, "commit": False, "prefix_rate": 0.0},
+                     {"no_quantization_rate": 0.5, "commit": True, "prefix_rate": 0.0}]
 
     calls.clear()  # a run resumed past the VAE phase quantises from its first step
     resumed, _ = make_loss(1e-4, no_quantization_rate=0.5, vae_steps=10, start_step=10)
     resumed(model, batch)
-    assert calls == [{"no_quantization_rate": 0.5, "commit": True}]
+    assert calls == [{"no_quantization_rate": 0.5, "commit": True, "prefix_rate": 0.0}]
 
 
 def test_vat_recipe_init_goes_on_from_a_trained_vat(tmp_path):

@@ -282,19 +282,26 @@ class VAT(AtomicSaveMixin, ModelMixin, ConfigMixin):
 
     # ------------------------------------------------------------------ training
     def forward(self, points, normals, queries, occupancy=None, no_quantization_rate: float = 0.0,
-                commit: bool = True):
+                commit: bool = True, prefix_rate: float = 0.0):
         """Training: -> dict with occupancy logits [B, Q], the KL, the quantiser loss and residual norms;
         with `occupancy` [B, Q] also the BCE. In training, each shape skips quantisation (the decoder reads
         the continuous latents) with probability `no_quantization_rate`, as Mimi trains its quantiser
         (moshi's `no_quantization_rate`, 0.5): the encoder and decoder learn without the quantiser's
-        noise half of the time; the quantiser's losses are computed on every shape. With `commit=False`
-        the quantiser reads detached latents: its codebook follows them, but no commitment loss pulls
-        the encoder toward the codewords (the VAE warm-up of `zoo train vat-primitives`)."""
-        if not 0 <= no_quantization_rate <= 1:
-            raise ValueError(f"no_quantization_rate must lie in [0, 1], got {no_quantization_rate!r}.")
+        noise half of the time; the quantiser's losses are computed on every shape. Each quantised shape
+        is decoded from a random prefix of the scales (1..S kept, uniform) with probability
+        `prefix_rate`, so that the decoder learns to read the coarse f_hat of a small token budget too
+        (FlexTok's nested dropout, on scales; VAT decodes prefixes but says nothing of its training, so
+        this is zoo's choice). With `commit=False` the quantiser reads detached latents: its codebook
+        follows them, but no commitment loss pulls the encoder toward the codewords (the VAE warm-up of
+        `zoo train vat-primitives`)."""
+        for name, rate in [("no_quantization_rate", no_quantization_rate), ("prefix_rate", prefix_rate)]:
+            if not 0 <= rate <= 1:
+                raise ValueError(f"{name} must lie in [0, 1], got {rate!r}.")
         mean, logvar = self.encode_gaussian(points, normals)
         z = mean + torch.randn_like(mean) * (0.5 * logvar).exp() if self.training else mean
         z_hat, ids, vq_loss, residuals = self.quantizer(z if commit else z.detach())
+        if self.training and prefix_rate > 0:
+            z_hat = self.decode_random_prefixes(z, z_hat, ids, prefix_rate)
         if self.training and no_quantization_rate > 0:
             skip = torch.rand(z.shape[0], 1, 1, device=z.device) < no_quantization_rate
             z_hat = torch.where(skip, z, z_hat)
@@ -304,6 +311,15 @@ class VAT(AtomicSaveMixin, ModelMixin, ConfigMixin):
         if occupancy is not None:
             out["bce"] = F.binary_cross_entropy_with_logits(logits, occupancy)
         return out
+
+    def decode_random_prefixes(self, z, z_hat, ids, rate: float) -> torch.Tensor:
+        """z_hat [B, M, C] with each shape's, at probability `rate`, replaced by the f_hat of its first
+        k scales (k uniform in 1..S), straight through to z as the full f_hat is."""
+        batch, num_scales = z.shape[0], len(ids)
+        kept = torch.randint(1, num_scales + 1, (batch,), device=z.device)
+        kept = torch.where(torch.rand(batch, device=z.device) < rate, kept, num_scales)
+        coarse = self.quantizer.prefix_reconstructions(ids)[kept - 1, torch.arange(batch, device=z.device)]
+        return torch.where((kept < num_scales)[:, None, None], z + (coarse - z).detach(), z_hat)
 
 
 def logits_to_mesh(logits: np.ndarray):

@@ -471,18 +471,24 @@ class MultiScaleResidualVQ(nn.Module):
     def encode(self, f: torch.Tensor) -> list[torch.Tensor]:
         return self.forward(f)[1]
 
-    def decode(self, ids: list[torch.Tensor]) -> torch.Tensor:
-        """Token maps of the first k scales (any k >= 1) -> f_hat [B, M, C] from those scales only."""
+    def prefix_reconstructions(self, ids: list[torch.Tensor]) -> torch.Tensor:
+        """Token maps of the first k scales (any k >= 1) -> f_hat from the first 1, 2, ..., k of them
+        [k, B, M, C]: what a decoder reads when only a prefix of the scales is kept."""
         if not 1 <= len(ids) <= len(self.scales):
             raise ValueError(f"pass the ids of 1..{len(self.scales)} scales, got {len(ids)}.")
-        f_hat = 0
+        f_hat, prefixes = 0, []
         for s, idx in enumerate(ids):
             if idx.dim() != 2 or idx.shape[1] != self.scales[s]:
                 raise ValueError(f"scale {s} takes ids [B, {self.scales[s]}], got {tuple(idx.shape)}.")
             if idx.numel() and (idx.min() < 0 or idx.max() >= self.num_codes):
                 raise ValueError(f"token ids must lie in [0, {self.num_codes}).")
             f_hat = f_hat + self.refine(self.codebook(s).embed(idx), s)
-        return f_hat
+            prefixes.append(f_hat)
+        return torch.stack(prefixes)
+
+    def decode(self, ids: list[torch.Tensor]) -> torch.Tensor:
+        """Token maps of the first k scales (any k >= 1) -> f_hat [B, M, C] from those scales only."""
+        return self.prefix_reconstructions(ids)[-1]
 
     def next_scale_input(self, ids: list[torch.Tensor]) -> torch.Tensor:
         """VAR's AR input: f_hat of the given scales, area-resized to the next scale's length
@@ -492,8 +498,5 @@ class MultiScaleResidualVQ(nn.Module):
     def teacher_forcing_inputs(self, ids: list[torch.Tensor]) -> torch.Tensor:
         """The AR model's whole input sequence for all scales' ids: the next-scale inputs of scales 2..S
         concatenated [B, sum(L_2..L_S), C] (scale 1 is predicted from the condition alone)."""
-        f_hat, inputs = 0, []
-        for s in range(len(self.scales) - 1):
-            f_hat = f_hat + self.refine(self.codebook(s).embed(ids[s]), s)
-            inputs.append(self.resize(f_hat, self.scales[s + 1], "area"))
-        return torch.cat(inputs, dim=1)
+        prefixes = self.prefix_reconstructions(ids[:-1])
+        return torch.cat([self.resize(f_hat, self.scales[s + 1], "area") for s, f_hat in enumerate(prefixes)], dim=1)

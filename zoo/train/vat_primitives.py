@@ -41,16 +41,19 @@ def build_model(args):
                triplane_resolution=32, triplane_patch=4, triplane_channels=32, mlp_hidden=128)
 
 
-def make_loss(kl_weight: float, no_quantization_rate: float = 0.0, vae_steps: int = 0, start_step: int = 0):
+def make_loss(kl_weight: float, no_quantization_rate: float = 0.0, vae_steps: int = 0, start_step: int = 0,
+              prefix_rate: float = 0.0):
     """The loss, and a hook that tells it the step: for the first `vae_steps` steps the model trains as a
     plain VAE (decoded from the continuous latents, no commitment pull; the codebook follows the latents),
-    then with quantisation. `start_step` is the step a resumed run starts from."""
+    then with quantisation, a `prefix_rate` share of the quantised shapes decoded from a random prefix of
+    the scales. `start_step` is the step a resumed run starts from."""
     phase = {"step": start_step}
 
     def loss(model, batch):
         warm_up = phase["step"] < vae_steps
         out = model(batch["points"], batch["normals"], batch["queries"], batch["occupancy"],
-                    no_quantization_rate=1.0 if warm_up else no_quantization_rate, commit=not warm_up)
+                    no_quantization_rate=1.0 if warm_up else no_quantization_rate, commit=not warm_up,
+                    prefix_rate=prefix_rate)
         total = out["bce"] + kl_weight * out["kl"] + out["vq"]
         return total, {"bce": out["bce"].item(), "kl": out["kl"].item(), "vq": out["vq"].item(),
                        "residual_last": out["residuals"][-1].item()}
@@ -96,6 +99,9 @@ def parse(argv):
     p.add_argument("--kl-weight", type=float, default=1e-4)
     p.add_argument("--no-quant-rate", type=float, default=0.5,
                    help="share of shapes decoded from the continuous latents in training (Mimi's 0.5)")
+    p.add_argument("--prefix-rate", type=float, default=0.0,
+                   help="share of quantised shapes decoded from a random prefix of the scales, so that small "
+                        "token budgets decode well too (0: always all scales, as versions 1-3)")
     p.add_argument("--vae-steps", type=int, default=None,
                    help="first steps trained as a plain VAE, without quantisation (default: a third of --steps)")
     p.add_argument("--restart-every", type=int, default=250)
@@ -126,7 +132,8 @@ def main(argv=None) -> int:
         vae_steps = args.vae_steps
     else:
         vae_steps = 0 if args.init else args.steps // 3
-    loss, track_step = make_loss(args.kl_weight, args.no_quant_rate, vae_steps, start_step=resumed_step(args.out))
+    loss, track_step = make_loss(args.kl_weight, args.no_quant_rate, vae_steps, start_step=resumed_step(args.out),
+                                 prefix_rate=args.prefix_rate)
     model = train(initial_model(args), data, loss, config, hooks=[track_step, dead_code_restarts(args.restart_every)])
     save_on_main(model, f"{args.out}/model")
     return 0
