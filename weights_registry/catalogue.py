@@ -119,7 +119,8 @@ _BUILTINS = [
     Entry("vq-shapes", "builtin", "LlamaGen-style VQ tokenizer for 64x64 Shapes: 16x16 tokens, 4096 codes "
           "(zoo recipe: zoo train vq-shapes; version 2, 5,000 steps)", folder="vq-shapes"),
     Entry("llamagen-shapes", "builtin", "Class-conditional LlamaGen-style AR model over vq-shapes tokens "
-          "(ARImagePipeline; zoo recipe: zoo train llamagen-shapes)", folder="llamagen-shapes"),
+          "(ARImagePipeline; zoo recipe: zoo train llamagen-shapes; version 4, 11,750 steps)",
+          folder="llamagen-shapes"),
     Entry("ctf-shapes", "builtin", "Coarse-to-fine (CTF) class-conditional AR model over vq-shapes tokens: 128 "
           "coarse labels, then one refiner pass (CTFPipeline; zoo recipe: zoo train ctf-shapes)", folder="ctf-shapes"),
     Entry("token-shuffle-shapes", "builtin", "Token-Shuffle text-to-image on Shapes captions at 128x128: 2x2 "
