@@ -112,7 +112,10 @@ def main(argv=None) -> int:
     for i, (name, pipe, cfg, kwargs, mask) in enumerate(variants):
         metrics = {} if args.speed_only else image_metrics(classifier, torch.cat(images[i]), labels, real,
                                                            real_features)
-        rows.append({**describe(name, pipe), "cfg": cfg, **metrics,
+        row = describe(name, pipe)
+        if mask is not None:  # the pipeline's config holds the last variant's switch
+            row["mask_fine_logits"] = mask
+        rows.append({**row, "cfg": cfg, **metrics,
                      "images_per_s": n / sum(batch_seconds[i]),
                      "latency_s": statistics.median(image_seconds[i])})
 

@@ -127,35 +127,6 @@ def test_take_turns_runs_every_task_round_by_round():
         take_turns({}, 3)
 
 
-def test_ctf_benchmark_on_tiny_pipelines(tmp_path, monkeypatch):
-    """The CTF benchmark end to end on random 32 px pipelines, with metrics and speed-only (the numbers mean nothing)."""
-    import torch
-
-    from benchmarks import ctf
-    from pipelines import ARImagePipeline, CTFPipeline
-    from tests.conftest import tiny_transformer
-    from tokenizers_visual import CodeClusters, VQModel
-
-    torch.manual_seed(0)
-    vq = VQModel(codebook_size=64, codebook_dim=4, encoder_ch=32, decoder_ch=32, encoder_ch_mult=[1, 1, 1],
-                 decoder_ch_mult=[1, 1, 1], num_res_blocks=1, z_channels=32).eval()
-    ARImagePipeline(transformer=tiny_transformer(grid_size=(8, 8)), vqvae=vq).save_pretrained(tmp_path / "base")
-    CTFPipeline(transformer=tiny_transformer(grid_size=(8, 8), vocab_size=8),
-                refiner=tiny_transformer(grid_size=(8, 8), input_vocab_size=8, attention="bidirectional"),
-                clusters=CodeClusters.fit(vq.codebook, 8), vqvae=vq).save_pretrained(tmp_path / "ctf")
-    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
-    base_args = ["--baseline", str(tmp_path / "base"), "--ctf", str(tmp_path / "ctf"), "--images", "12",
-                 "--batch-size", "4", "--latency-repeats", "2", "--baseline-cfg", "1.0", "2.0", "--quick"]
-    assert ctf.main(base_args) == 0
-    result = json.loads((tmp_path / "ctf.quick.json").read_text())
-    assert [row["cfg"] for row in result["rows"]] == [1.0, 2.0, 2.0] and len(result["claims"]) == 3
-    assert all(row["images_per_s"] > 0 and row["latency_s"] > 0 and row["shapes_fid"] >= 0 for row in result["rows"])
-    assert "median of 3 batches" in result["claims"][2]["evidence"]
-    assert ctf.main([*base_args, "--speed-only"]) == 0
-    speed = json.loads((tmp_path / "ctf-speed.quick.json").read_text())
-    assert len(speed["claims"]) == 1 and "shapes_fid" not in speed["rows"][0]
-
-
 def test_codec_benchmark_on_tiny_models(tmp_path, monkeypatch):
     """The codec benchmark end to end on random tiny models (the numbers mean nothing)."""
     import pytest

@@ -219,14 +219,14 @@ def test_ctf_benchmark_on_tiny_pipelines(tmp_path, monkeypatch):
     monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
     assert ctf.main(["--baseline", str(tmp_path / "base"), "--ctf", str(tmp_path / "ctf"), "--ablation",
                      f"random={tmp_path / 'random'}", "--latency-repeats", "1", "--baseline-cfg", "1.0", "2.0",
-                     "--images", "20", "--quick"]) == 0
+                     "--images", "20", "--batch-size", "8", "--quick"]) == 0
     result = json.loads((tmp_path / "ctf.quick.json").read_text())
     rows = result["rows"]
     assert len(rows) == 6 and [r["cfg"] for r in rows] == [1.0, 2.0, 2.0, 2.0, 2.0, 2.0]
     assert all(r["system"].endswith("(baseline)") and "aux_params_m" not in r for r in rows[:2])
     assert [r["mask_fine_logits"] for r in rows[2:]] == [False, True, False, True]
     assert rows[4]["cluster_method"] == "random" and all(r["images_per_s"] > 0 and r["latency_s"] > 0 for r in rows)
-    assert len(result["claims"]) == 3
+    assert len(result["claims"]) == 3 and "median of 3 batches taken in turn" in result["claims"][2]["evidence"]
 
     assert ctf.main(["--baseline", str(tmp_path / "base"), "--ctf", str(tmp_path / "ctf"), "--speed-only",
                      "--latency-repeats", "1", "--baseline-cfg", "1.0", "2.0", "--images", "10", "--quick"]) == 0
