@@ -88,23 +88,23 @@ def main(argv=None) -> int:
     # machine falls on all of them; image i is drawn with seed + i whatever the order.
     chunks = torch.arange(n).split(args.batch_size)
 
-    def batch_task(pipe, cfg, kwargs, mask):
-        def draw(index):
+    def switching_mask(pipe, mask, draw):
+        """`draw`, after switching the pipeline to this variant's cluster mask (variants share a pipeline)."""
+        def task(index):
             if mask is not None:
                 pipe.register_to_config(mask_fine_logits=mask)
+            return draw(index)
+        return task
+
+    def batch_task(pipe, cfg, kwargs, mask):
+        def draw(index):
             chunk = chunks[index]
             return sample_images(pipe, labels[chunk].tolist(), args.batch_size, args.seed + int(chunk[0]),
                                  progress=False, guidance_scale=cfg, **kwargs)
-        return draw
+        return switching_mask(pipe, mask, draw)
 
     def latency_task(pipe, cfg, kwargs, mask):
-        draw = one_image(pipe, class_labels=[int(labels[0])], guidance_scale=cfg, **kwargs)
-
-        def switch_then_draw(index):
-            if mask is not None:
-                pipe.register_to_config(mask_fine_logits=mask)
-            draw(index)
-        return switch_then_draw
+        return switching_mask(pipe, mask, one_image(pipe, class_labels=[int(labels[0])], guidance_scale=cfg, **kwargs))
 
     images, batch_seconds = take_turns({i: batch_task(*v[1:]) for i, v in enumerate(variants)}, len(chunks))
     _, image_seconds = take_turns({i: latency_task(*v[1:]) for i, v in enumerate(variants)}, args.latency_repeats)
@@ -124,11 +124,11 @@ def main(argv=None) -> int:
         base = max(baselines, key=lambda row: row["images_per_s"])
     else:
         base = min(baselines, key=lambda row: row["shapes_fid"])
-    ctf = rows[len(baselines)]
-    b, c = rows.index(base), len(baselines)
+    base_index, ctf_index = rows.index(base), len(baselines)
+    ctf = rows[ctf_index]
     # Ratios per round (batch), then their median and range: how steady the comparison is.
-    speeds = [b / c for b, c in zip(batch_seconds[b], batch_seconds[c])]
-    latencies = [b / c for b, c in zip(image_seconds[b], image_seconds[c])]
+    speeds = [b / c for b, c in zip(batch_seconds[base_index], batch_seconds[ctf_index])]
+    latencies = [b / c for b, c in zip(image_seconds[base_index], image_seconds[ctf_index])]
     speed = statistics.median(speeds)
     speed_claim = claim("CTF samples at least as fast as the baseline (paper: 0.93x-1.18x)", speed >= 0.93,
                         f"{speed:.2f}x at batch {args.batch_size} (median of {len(speeds)} batches taken in turn, "

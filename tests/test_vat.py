@@ -18,6 +18,14 @@ def _item(category="box"):
     return [item[k][None] for k in ("points", "normals", "queries", "occupancy")]
 
 
+def _tiny_vat_in_training(copies: int):
+    """A seeded tiny VAT in training mode, and `copies` copies of one box's points, normals and queries."""
+    torch.manual_seed(0)
+    vat = VAT(**TINY).train()
+    points, normals, queries, _ = _item()
+    return (vat, *(x.repeat(copies, 1, 1) for x in (points, normals, queries)))
+
+
 @pytest.fixture(scope="module")
 def fitted():
     """A tiny VAT overfitted to one box (100 Adam steps)."""
@@ -285,10 +293,7 @@ def test_render_mesh():
 
 
 def test_training_can_skip_quantisation_per_shape():
-    torch.manual_seed(0)
-    vat = VAT(**TINY).train()
-    points, normals, queries, occupancy = _item()
-    points, normals, queries = points.repeat(2, 1, 1), normals.repeat(2, 1, 1), queries.repeat(2, 1, 1)
+    vat, points, normals, queries = _tiny_vat_in_training(2)
     with torch.no_grad():
         mean, _ = vat.encode_gaussian(points, normals)
         torch.manual_seed(1)
@@ -307,10 +312,7 @@ def test_training_can_skip_quantisation_per_shape():
 
 def test_training_can_decode_random_prefixes_of_the_scales():
     """prefix_rate: a shape is decoded from the f_hat of its first k scales, one of the prefixes `decode` gives."""
-    torch.manual_seed(0)
-    vat = VAT(**TINY).train()
-    points, normals, queries, _ = _item()
-    points, normals, queries = points.repeat(8, 1, 1), normals.repeat(8, 1, 1), queries.repeat(8, 1, 1)
+    vat, points, normals, queries = _tiny_vat_in_training(8)
     with torch.no_grad():
         mean, _ = vat.encode_gaussian(points, normals)
         z_hat, ids, _, _ = vat.quantizer(mean)
