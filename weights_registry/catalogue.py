@@ -130,8 +130,8 @@ _BUILTINS = [
     Entry("asr-speech", "builtin", "Streaming CTC speech recogniser for zoo's espeak-ng speech: the WER / CER judge "
           "and the semantic teacher of codec-speech (zoo recipe: zoo train asr-speech)", folder="asr-speech"),
     Entry("codec-speech", "builtin", "Streaming speech codec (Mimi layout, X-Codec semantic branch taught by "
-          "asr-speech): 24 kHz, 25 Hz, 8 codebooks of 1024, 2 kbps (zoo recipe: zoo train codec-speech; version 4, "
-          "6,000 steps, then 5,800 of the decoder alone)", folder="codec-speech"),
+          "asr-speech): 24 kHz, 25 Hz, 8 codebooks of 1024, 2 kbps (zoo recipe: zoo train codec-speech; version 5, "
+          "6,000 steps, then 8,800 of the decoder alone)", folder="codec-speech"),
     Entry("codec-speech-acoustic", "builtin", "codec-speech without the semantic branch (X-Codec's acoustic-only "
           "ablation): same layout, 8 codebooks of 1024, 2 kbps (zoo recipe: zoo train codec-speech --no-semantic; "
           "6,000 steps)", folder="codec-speech-acoustic"),
