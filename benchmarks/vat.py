@@ -62,11 +62,11 @@ def reconstruction_rows(vat, data: PrimitivesDataset, budgets: list[int], resolu
 
 
 @torch.no_grad()
-def generation_row(pipe, data: PrimitivesDataset, per_class: int, resolution: int) -> dict:
+def generation_row(pipe, data: PrimitivesDataset, per_class: int, resolution: int, seed: int = 0) -> dict:
     labels = [c for c in range(len(CATEGORIES)) for _ in range(per_class)]
     print(f"generating {len(labels)} shapes (timed)", file=sys.stderr, flush=True)
     started = time.perf_counter()
-    meshes = pipe(class_labels=labels, resolution=resolution, generator=torch.Generator().manual_seed(0)).meshes
+    meshes = pipe(class_labels=labels, resolution=resolution, generator=torch.Generator().manual_seed(seed)).meshes
     seconds = time.perf_counter() - started
     generated = [sample_surface(m, 2048, seed=i) for i, m in enumerate(meshes)]
     reference = [surface_points(data.spec(i), 2048, np.random.default_rng(i))[0] for i in range(len(data))]
@@ -87,6 +87,7 @@ def main(argv=None) -> int:
                    help="scales to decode (default: every prefix from 3 scales on)")
     p.add_argument("--points", type=int, default=256, help="surface points the tokenizer reads (as it trained)")
     p.add_argument("--gen-per-class", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0, help="generator seed of the generated shapes")
     p.add_argument("--resolution", type=int, default=129)
     p.add_argument("--samples", type=int, default=100_000, help="surface samples per shape for Chamfer / F-score")
     p.add_argument("--quick", action="store_true", help="a few shapes at low resolution; to vat.quick.json")
@@ -112,7 +113,7 @@ def main(argv=None) -> int:
         claims.append(claim("the full budget reconstructs shapes well (F-score@0.02 >= 90%)",
                             full["fscore@0.02"] >= 0.9, f"{100 * full['fscore@0.02']:.1f}%"))
     if args.ar != "none":
-        rows.append(generation_row(zoo.load(args.ar), data, args.gen_per_class, args.resolution))
+        rows.append(generation_row(zoo.load(args.ar), data, args.gen_per_class, args.resolution, args.seed))
     command = " ".join(["python benchmarks/vat.py", *(sys.argv[1:] if argv is None else argv)])
     path = write_results("vat", command, machine_description(2), rows, claims, quick=args.quick,
                          columns=["system", "tokens", "bytes", "compression", "chamfer", "fscore@0.02", "fscore@0.01",

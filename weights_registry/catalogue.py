@@ -110,12 +110,12 @@ _BUILTINS = [
           paper="https://arxiv.org/abs/2502.13967"),
     Entry("vat-primitives", "builtin", "VAT 3D tokenizer for Primitives shapes: 256 surface points with normals to 127 "
           "multi-scale tokens (1, 2, 4, ..., 64; 159 bytes), triplane occupancy decoder, meshes by marching cubes "
-          "(zoo recipe: zoo train vat-primitives; version 4, 4,500 + 5,000 + 6,000 + 4,000 steps, the last with "
-          "--prefix-rate 0.5)", folder="vat-primitives",
+          "(zoo recipe: zoo train vat-primitives; version 5, 4,500 + 5,000 + 6,000 + 4,000 + 8,000 steps, the last two "
+          "with --prefix-rate 0.5)", folder="vat-primitives",
           paper="https://arxiv.org/abs/2412.02202"),
     Entry("vat-ar-primitives", "builtin", "Class-conditional next-scale AR over vat-primitives tokens, meshes out "
-          "(VAT3DPipeline with vat-primitives version 4; zoo recipe: zoo train vat-ar-primitives; "
-          "version 4, 3,000 steps)",
+          "(VAT3DPipeline with vat-primitives version 5; zoo recipe: zoo train vat-ar-primitives; "
+          "version 5, 3,000 steps)",
           folder="vat-ar-primitives", paper="https://arxiv.org/abs/2412.02202"),
     Entry("vq-shapes", "builtin", "LlamaGen-style VQ tokenizer for 64x64 Shapes: 16x16 tokens, 4096 codes "
           "(zoo recipe: zoo train vq-shapes; version 2, 5,000 steps)", folder="vq-shapes"),
