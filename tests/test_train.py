@@ -73,6 +73,30 @@ def test_mixed_precision_reaches_the_loop(tmp_path):
     assert "'mixed_precision': 'bf16'" in (out / "train.log").read_text()
 
 
+def _training_outputs():
+    from tokenizers_audio.codec import CodecOutput
+    from tokenizers_visual.flextok import FlexTokOutput
+    from zoo.ar.speech import SpeechLMOutput
+
+    half = torch.ones(2, 3, dtype=torch.bfloat16)
+    return [FlexTokOutput(loss=half.sum(), keep=torch.tensor([1, 4]), ids=torch.zeros(2, 4, dtype=torch.long)),
+            CodecOutput(audio=half, codes=torch.zeros(2, 8, 3, dtype=torch.long), commitment_loss=half.mean()),
+            SpeechLMOutput(logits=half)]
+
+
+@pytest.mark.parametrize("output", _training_outputs(), ids=lambda o: type(o).__name__)
+def test_training_outputs_survive_mixed_precision(output):
+    # under --mixed-precision, accelerate casts a model's outputs back to float32 by rebuilding them from a
+    # dict of their fields; an output class with a second required field cannot be rebuilt so
+    from accelerate.utils import convert_to_fp32
+
+    converted = convert_to_fp32(output)
+    assert type(converted) is type(output) and list(converted.keys()) == list(output.keys())
+    for key, value in output.items():
+        expected = torch.float32 if value.dtype == torch.bfloat16 else value.dtype
+        assert converted[key].dtype == expected and torch.equal(converted[key].to(value.dtype), value)
+
+
 def test_bad_settings():
     from zoo.train.loop import TrainConfig
 

@@ -40,11 +40,12 @@ from .transformer import CodecTransformer
 
 @dataclass
 class CodecOutput(BaseOutput):
-    """A training pass: the reconstruction and what the losses need."""
+    """A training pass: the reconstruction and what the losses need. The fields after the first default to
+    None so that accelerate can rebuild it from a dict under mixed precision (as `FlexTokOutput`)."""
 
     audio: torch.Tensor  # [B, 1, T']
-    codes: torch.Tensor  # [B, Q, frames]
-    commitment_loss: torch.Tensor
+    codes: torch.Tensor | None = None  # [B, Q, frames]
+    commitment_loss: torch.Tensor | None = None
     semantic_prediction: torch.Tensor | None = None  # [B, frames, semantic_dim]: predicted teacher features
     semantic_target: torch.Tensor | None = None  # [B, frames, semantic_dim]: the teacher's pooled features
 

@@ -137,11 +137,15 @@ class FlexTokDecoder(nn.Module):
 
 @dataclass
 class FlexTokOutput(BaseOutput):
-    """Training forward: `loss` (flow matching MSE), the sampled `keep` per image and the token `ids`."""
+    """Training forward: `loss` (flow matching MSE), the sampled `keep` per image and the token `ids`.
+
+    Every field after the first defaults to None, as in transformers' `ModelOutput`: accelerate rebuilds
+    outputs from a dict under mixed precision (`convert_to_fp32`), which needs that.
+    """
 
     loss: torch.Tensor
-    keep: torch.Tensor
-    ids: torch.Tensor
+    keep: torch.Tensor | None = None
+    ids: torch.Tensor | None = None
 
 
 class FlexTok(AtomicSaveMixin, ModelMixin, ConfigMixin):
