@@ -1,6 +1,7 @@
 """FlexTok: FSQ index math, the encoder mask, nested dropout, batched detokenization, errors, the
 converter from the official layout."""
 
+import json
 import math
 
 import pytest
@@ -488,3 +489,49 @@ def test_recipe_goes_on_training_the_decoder_alone(tmp_path):
         main(["train", "flextok-shapes", "--out", str(tmp_path / "bad"), "--vae", "vae-shapes", "--decoder-only"])
     with pytest.raises(SystemExit):  # neither --vae nor --init
         main(["train", "flextok-shapes", "--out", str(tmp_path / "bad")])
+
+
+def test_recipe_trains_with_repa_and_saves_a_plain_flextok(tmp_path):
+    """`--repa-weight`: the decoder's patch tokens are aligned with a frozen teacher's feature map; the
+    projector is dropped on saving and the teacher (BatchNorm statistics included) does not move."""
+    from zoo.cli import main
+    from zoo.metrics.classifier import ShapesClassifier
+
+    tiny = _randomised(FlexTok(**TINY))
+    tiny.save_pretrained(tmp_path / "flextok")
+    torch.manual_seed(0)
+    ShapesClassifier(widths=[4, 8, 8, 8], feature_dim=8).save_pretrained(tmp_path / "teacher")
+    teacher_before = ShapesClassifier.from_pretrained(tmp_path / "teacher").state_dict()
+    common = ["--init", str(tmp_path / "flextok"), "--size", "32", "--images", "4", "--steps", "2", "--batch-size",
+              "2", "--repa-teacher", str(tmp_path / "teacher")]
+    assert main(["train", "flextok-shapes", "--out", str(tmp_path / "repa"), "--repa-weight", "0.5", *common]) == 0
+    saved = FlexTok.from_pretrained(tmp_path / "repa" / "model")
+    assert saved.state_dict().keys() == tiny.state_dict().keys()  # no projector, no teacher
+    logged = json.loads((tmp_path / "repa" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert -1 <= logged["repa"] <= 1 and logged["loss"] == pytest.approx(logged["mse"] + 0.5 * logged["repa"])
+    teacher_after = ShapesClassifier.from_pretrained(tmp_path / "teacher").state_dict()
+    assert all(torch.equal(teacher_before[k], teacher_after[k]) for k in teacher_before)
+    with pytest.raises(SystemExit, match="pass 1..2"):
+        main(["train", "flextok-shapes", "--out", str(tmp_path / "bad"), "--repa-weight", "0.5", "--repa-depth", "3",
+              *common])
+    with pytest.raises(SystemExit):
+        main(["train", "flextok-shapes", "--out", str(tmp_path / "bad"), "--repa-weight", "-1", *common])
+
+
+def test_repa_module_aligns_the_chosen_block():
+    from zoo.metrics.classifier import ShapesClassifier
+    from zoo.train.flextok_shapes import FlexTokWithREPA
+
+    torch.manual_seed(0)
+    repa = FlexTokWithREPA(_randomised(FlexTok(**TINY)), ShapesClassifier(widths=[4, 8, 8, 8], feature_dim=8), 1, 0.5)
+    repa.train()
+    assert repa.flextok.training and not repa.teacher.training
+    latents, images = torch.randn(2, 4, 16, 16), torch.rand(2, 3, 32, 32) * 2 - 1
+    loss, mse, align = repa(latents, images, torch.rand(2), torch.randn_like(latents))
+    assert torch.allclose(loss, mse + 0.5 * align) and -1 <= align.item() <= 1
+    align.backward()  # the alignment alone reaches the projector, block 1 and the encoder, not block 2
+    blocks = repa.flextok.decoder.blocks
+    assert repa.projector.net[0].weight.grad.abs().sum() > 0
+    assert blocks[0].attn.qkv.weight.grad.abs().sum() > 0 and blocks[1].attn.qkv.weight.grad is None
+    assert repa.flextok.encoder.to_codes.proj.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in repa.teacher.parameters())

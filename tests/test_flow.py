@@ -1,4 +1,4 @@
-"""The Dirac-mixture flow map of distilled decoding, and (noise, tokens) pairs from a teacher."""
+"""The Dirac-mixture flow map of distilled decoding, (noise, tokens) pairs from a teacher, and REPA."""
 
 import pytest
 import torch
@@ -105,3 +105,22 @@ def test_pairs_are_resumable_and_loadable(teacher, tmp_path):
         write_pairs(teacher, out, num_pairs=10, shard_size=4, guidance_scale=3.0, progress=False)
     with pytest.raises(FileNotFoundError, match="no pair shards"):
         PairDataset(tmp_path / "empty")
+
+
+def test_repa_helpers():
+    from zoo.flow.repa import REPAProjector, features_on_grid, repa_loss
+
+    features = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    on_grid = features_on_grid(features, (4, 4))  # same size: only flattened, raster order
+    assert on_grid.shape == (2, 16, 3) and torch.equal(on_grid[1, 5], features[1, :, 1, 1])
+    assert features_on_grid(features, (8, 8)).shape == (2, 64, 3)
+    target = torch.randn(2, 16, 3)
+    assert repa_loss(2 * target, target).item() == pytest.approx(-1.0)  # cosine: scale does not matter
+    assert repa_loss(-target, target).item() == pytest.approx(1.0)
+    assert REPAProjector(8, 3, hidden_dim=16)(torch.randn(2, 16, 8)).shape == (2, 16, 3)
+    with pytest.raises(ValueError, match="same"):
+        repa_loss(torch.randn(2, 16, 4), target)
+    with pytest.raises(ValueError, match=r"\[B, C, h, w\]"):
+        features_on_grid(torch.randn(2, 16, 3), (4, 4))
+    with pytest.raises(ValueError, match="hidden_dim"):
+        REPAProjector(8, 3, hidden_dim=0)

@@ -72,9 +72,14 @@ class ShapesClassifier(AtomicSaveMixin, ModelMixin, ConfigMixin):
                                    align_corners=False)
         return images
 
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """The last convolutional map [B, widths[-1], 4, 4], before the flatten: spatial features of what
+        the image shows (the teacher of REPA in `zoo train flextok-shapes --repa-weight`)."""
+        return self.backbone(self._prepare(images))
+
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """The feature space of Shapes-FID and precision/recall: [B, feature_dim]."""
-        return self.to_feature(self.backbone(self._prepare(images)))
+        return self.to_feature(self.feature_map(images))
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Logits per attribute head: {name: [B, num_values]}."""

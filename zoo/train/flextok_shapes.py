@@ -12,8 +12,10 @@ decoder of width 192 (3 heads of 64) and depth 4. Training follows the paper's o
 on the latents with logit-normal times, nested dropout of the registers, 10% null condition for
 classifier-free guidance; the VAE is frozen. The kept prefix length is drawn from powers of two
 (`--keep-sampling pow2`, one of the official modes) so that the short prefixes, where a small model has
-the most to learn, get as many steps as the long ones; REPA (a DINOv2 feature loss in the paper) is left
-out: no pretrained network can be downloaded here. The frozen VAE encodes the `--images` training images
+the most to learn, get as many steps as the long ones. REPA, the paper's alignment of the decoder's
+patch tokens with DINOv2 features of the clean image, needs a pretrained network, and none can be
+downloaded here: `--repa-weight` turns it on with the built-in `shapes-classifier`'s last convolutional
+map as the teacher (`zoo.flow.repa`; the projector is dropped when the model is saved). The frozen VAE encodes the `--images` training images
 once, into `<out>/latents-train-N.safetensors`. `--init` goes on from a trained FlexTok; `--decoder-only`
 then trains its flow decoder alone (encoder frozen), so the token ids stay those of the `--init` model and
 AR models trained over them (`flextok-ar-shapes`) stay valid.
@@ -22,13 +24,14 @@ AR models trained over them (`flextok-ar-shapes`) stay valid.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
-
-from pathlib import Path
+from torch import nn
 
 from zoo.data.shapes import ShapesDataset
 from zoo.flow.rectified import logit_normal_times
+from zoo.flow.repa import REPAProjector, features_on_grid, repa_loss
 from zoo.train.loop import add_mixed_precision, cosine_config, load_to_continue, save_on_main, train, train_only
 
 
@@ -95,6 +98,54 @@ def flextok_loss(model, batch):
     return out.loss, {"mse": out.loss.item()}
 
 
+class FlexTokWithREPA(nn.Module):
+    """Training wrapper: a FlexTok plus REPA's projector on its decoder's patch tokens after block `depth`,
+    pulled towards a frozen `teacher`'s `feature_map` of the clean image (`zoo.flow.repa`). The loss is the
+    flow-matching MSE + `weight` x the alignment loss; only `flextok` is saved."""
+
+    def __init__(self, flextok, teacher, depth: int, weight: float, projector_dim: int = 512):
+        super().__init__()
+        blocks = len(flextok.decoder.blocks)
+        if not 1 <= depth <= blocks:
+            raise SystemExit(f"--repa-depth {depth} is not a decoder block of this FlexTok; pass 1..{blocks}.")
+        if not hasattr(teacher, "feature_map"):
+            raise SystemExit(f"the REPA teacher is a {type(teacher).__name__}, which has no feature_map(images); "
+                             "pass a ShapesClassifier (e.g. the built-in shapes-classifier).")
+        self.flextok, self.teacher, self.depth, self.weight = flextok, teacher.requires_grad_(False), depth, weight
+        size = flextok.config.image_size
+        with torch.no_grad():
+            channels = teacher.eval().feature_map(torch.zeros(1, 3, size, size)).shape[1]
+        self.projector = REPAProjector(flextok.config.decoder_dim, channels, hidden_dim=projector_dim)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()  # frozen, BatchNorm statistics included
+        return self
+
+    def forward(self, latents, images, t, noise):
+        """-> (loss, flow-matching MSE, alignment loss)."""
+        captured = []
+        hook = self.flextok.decoder.blocks[self.depth - 1].register_forward_hook(
+            lambda module, inputs, output: captured.append(output))
+        try:
+            out = self.flextok(latents, t, noise)
+        finally:
+            hook.remove()
+        grid = self.flextok.grid
+        with torch.no_grad():
+            target = features_on_grid(self.teacher.feature_map(images), grid)
+        patches = captured[0][:, : grid[0] * grid[1]]  # [B, N, D]; the registers follow
+        align = repa_loss(self.projector(patches), target)
+        return out.loss + self.weight * align, out.loss, align
+
+
+def flextok_repa_loss(model, batch):
+    latents = batch["latents"]
+    t = logit_normal_times(latents.shape[0], device=latents.device)
+    loss, mse, align = model(latents, batch["image"], t, torch.randn_like(latents))
+    return loss, {"mse": mse.item(), "repa": align.item()}
+
+
 def add_latent_arguments(p: argparse.ArgumentParser, steps: int, lr: float, vae_required: bool = True):
     """The arguments every recipe over the `vae-shapes` latents shares (FlexTok, KARL)."""
     p.add_argument("--out", required=True, help="output folder (checkpoints, logs, model/)")
@@ -122,9 +173,17 @@ def parse(argv):
                                   "its architecture wins over the flags above")
     p.add_argument("--decoder-only", action="store_true",
                    help="with --init: train the flow decoder alone, keeping the encoder and so the token ids")
+    p.add_argument("--repa-weight", type=float, default=0.0,
+                   help="weight of REPA's alignment loss (REPA's default: 0.5); 0 turns REPA off")
+    p.add_argument("--repa-teacher", default="shapes-classifier",
+                   help="the frozen network whose feature_map the decoder aligns with (built-in name or folder)")
+    p.add_argument("--repa-depth", type=int, default=2, help="the decoder block whose patch tokens are aligned "
+                   "(1-based; REPA: about a third of the depth)")
     args = p.parse_args(argv)
     if (args.vae is None) == (args.init is None):
         p.error("pass --vae for a new FlexTok, or --init to go on from a trained one (which holds its VAE).")
+    if args.repa_weight < 0:
+        p.error(f"--repa-weight must be >= 0 (0 turns REPA off), got {args.repa_weight}.")
     return args
 
 
@@ -133,7 +192,13 @@ def main(argv=None) -> int:
     config = cosine_config(args)
     model = build_model(args)
     data = LatentCache(model, args.size, args.images, Path(args.out) / f"latents-train-{args.images}.safetensors")
-    model = train(model, data, flextok_loss, config)
+    if args.repa_weight > 0:
+        import zoo
+
+        repa = FlexTokWithREPA(model, zoo.load(args.repa_teacher).float(), args.repa_depth, args.repa_weight)
+        model = train(repa, data, flextok_repa_loss, config).flextok
+    else:
+        model = train(model, data, flextok_loss, config)
     save_on_main(model, f"{args.out}/model")
     return 0
 
