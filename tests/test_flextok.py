@@ -438,7 +438,9 @@ def test_builtin_flextok_shapes_orders_its_tokens(offline):
         quality = {k: psnr(flextok.detokenize(ids[:, :k], num_inference_steps=10, guidance_scale=3.0, apg=False,
                                               generator=torch.Generator().manual_seed(0)).clamp(-1, 1), images)
                    for k in (1, 64)}
-    assert quality[64] > quality[1] + 1 and quality[64] > 13
+    # version 2 on these 8 images: 15.3 dB at k = 1, 16.1 at k = 64 (version 1: 12.4, 15.1); its first token
+    # gained most, so the margin is smaller than version 1's
+    assert quality[64] > quality[1] + 0.5 and quality[64] > 15
 
 
 def test_builtin_karl_shapes_spends_more_tokens_for_less_error(offline):

@@ -3,6 +3,7 @@
     zoo train vae-shapes --out runs/vae-shapes --steps 2000
     zoo train flextok-shapes --out runs/flextok-shapes --vae runs/vae-shapes/model --steps 4000
     zoo train flextok-shapes --out runs/flextok-dec --init flextok-shapes --decoder-only --steps 3000
+    zoo train flextok-shapes --out runs/flextok-v2 --init flextok-shapes --steps 4000 --lr 3e-4 --time-mean 1.0
 
 The official architecture scaled down: 64x64 images -> 4 x 16 x 16 latents -> 8 x 8 = 64 patches of 2x2;
 64 registers, one per patch as in the release (256 registers for 16 x 16 patches); FSQ levels [8, 5, 5,
@@ -12,18 +13,21 @@ decoder of width 192 (3 heads of 64) and depth 4. Training follows the paper's o
 on the latents with logit-normal times, nested dropout of the registers, 10% null condition for
 classifier-free guidance; the VAE is frozen. The kept prefix length is drawn from powers of two
 (`--keep-sampling pow2`, one of the official modes) so that the short prefixes, where a small model has
-the most to learn, get as many steps as the long ones. REPA, the paper's alignment of the decoder's
-patch tokens with DINOv2 features of the clean image, needs a pretrained network, and none can be
-downloaded here: `--repa-weight` turns it on with the built-in `shapes-classifier`'s last convolutional
-map as the teacher (`zoo.flow.repa`; the projector is dropped when the model is saved). The frozen VAE encodes the `--images` training images
-once, into `<out>/latents-train-N.safetensors`. `--init` goes on from a trained FlexTok; `--decoder-only`
-then trains its flow decoder alone (encoder frozen), so the token ids stay those of the `--init` model and
-AR models trained over them (`flextok-ar-shapes`) stay valid.
+the most to learn, get as many steps as the long ones. `--time-mean` shifts the logit-normal times
+towards high noise (version 2 of the built-in: 1.0), where a 64 px image can no longer be read through
+the noise and the decoder needs the tokens. REPA, the paper's alignment of the decoder's patch tokens
+with DINOv2 features of the clean image, needs a pretrained network, and none can be downloaded here:
+`--repa-weight` turns it on with the built-in `shapes-classifier`'s last convolutional map as the
+teacher (`zoo.flow.repa`; the projector is dropped when the model is saved). The frozen VAE encodes the
+`--images` training images once, into `<out>/latents-train-N.safetensors`. `--init` goes on from a
+trained FlexTok; `--decoder-only` then trains its flow decoder alone (encoder frozen), so the token ids
+stay those of the `--init` model and AR models trained over them (`flextok-ar-shapes`) stay valid.
 """
 
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -91,9 +95,9 @@ class LatentCache(torch.utils.data.Dataset):
         return {"image": self.images[index].float() / 127.5 - 1, "latents": self.latents[index].float()}
 
 
-def flextok_loss(model, batch):
+def flextok_loss(model, batch, time_mean: float = 0.0):
     latents = batch["latents"]
-    t = logit_normal_times(latents.shape[0], device=latents.device)
+    t = logit_normal_times(latents.shape[0], mean=time_mean, device=latents.device)
     out = model(latents, t, torch.randn_like(latents))
     return out.loss, {"mse": out.loss.item()}
 
@@ -139,9 +143,9 @@ class FlexTokWithREPA(nn.Module):
         return out.loss + self.weight * align, out.loss, align
 
 
-def flextok_repa_loss(model, batch):
+def flextok_repa_loss(model, batch, time_mean: float = 0.0):
     latents = batch["latents"]
-    t = logit_normal_times(latents.shape[0], device=latents.device)
+    t = logit_normal_times(latents.shape[0], mean=time_mean, device=latents.device)
     loss, mse, align = model(latents, batch["image"], t, torch.randn_like(latents))
     return loss, {"mse": mse.item(), "repa": align.item()}
 
@@ -173,6 +177,8 @@ def parse(argv):
                                   "its architecture wins over the flags above")
     p.add_argument("--decoder-only", action="store_true",
                    help="with --init: train the flow decoder alone, keeping the encoder and so the token ids")
+    p.add_argument("--time-mean", type=float, default=0.0, help="mean of the logit-normal training times (FlexTok: "
+                   "0); above 0 trains more at high noise, where the decoder needs the tokens")
     p.add_argument("--repa-weight", type=float, default=0.0,
                    help="weight of REPA's alignment loss (REPA's default: 0.5); 0 turns REPA off")
     p.add_argument("--repa-teacher", default="shapes-classifier",
@@ -196,9 +202,9 @@ def main(argv=None) -> int:
         import zoo
 
         repa = FlexTokWithREPA(model, zoo.load(args.repa_teacher).float(), args.repa_depth, args.repa_weight)
-        model = train(repa, data, flextok_repa_loss, config).flextok
+        model = train(repa, data, partial(flextok_repa_loss, time_mean=args.time_mean), config).flextok
     else:
-        model = train(model, data, flextok_loss, config)
+        model = train(model, data, partial(flextok_loss, time_mean=args.time_mean), config)
     save_on_main(model, f"{args.out}/model")
     return 0
 
