@@ -105,7 +105,8 @@ def flextok_loss(model, batch, time_mean: float = 0.0):
 class FlexTokWithREPA(nn.Module):
     """Training wrapper: a FlexTok plus REPA's projector on its decoder's patch tokens after block `depth`,
     pulled towards a frozen `teacher`'s `feature_map` of the clean image (`zoo.flow.repa`). The loss is the
-    flow-matching MSE + `weight` x the alignment loss; only `flextok` is saved."""
+    flow-matching MSE + `weight` x the alignment loss; only `flextok` is saved. The projector is 512 wide
+    (REPA's is 2048 for SiT-XL's 1152-wide blocks; the built-in decoder is 192 wide)."""
 
     def __init__(self, flextok, teacher, depth: int, weight: float, projector_dim: int = 512):
         super().__init__()
