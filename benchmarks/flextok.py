@@ -11,6 +11,9 @@ against image complexity, and AR generation over FlexTok prefixes.
 - KARL: the tokens each test image keeps at a target error, against its complexity (number of shapes,
   plain or textured background), with their Spearman correlation. KARL's claim: more complex images get
   more tokens.
+- Decoder probe: the flow decoder's velocity error at a few fixed times t, with the first k tokens and with
+  the null condition: where along the path the decoder uses the tokens, and how many it uses. A decoder
+  that ignores its tokens at some t shows the same error there with k = 64 as with the null condition.
 - Generation: class-conditional AR samples of k tokens, decoded: Shapes-FID against test images, class
   accuracy, images per second. FlexTok's claim: generation stays good at few tokens.
 Any of the three parts runs alone (pass `--flextok none` etc. to skip one).
@@ -49,6 +52,32 @@ def reconstruction_rows(tokenizer, classifier, real, labels, ks, decode_kwargs) 
         rows.append({"system": f"flextok k={k}", "tokens": k, "psnr_db": psnr(recon, real),
                      "shapes_rfid": shapes_fid(classifier, batches(real), batches(recon)),
                      "class_accuracy": class_accuracy(classifier, recon, labels)})
+    return rows
+
+
+@torch.no_grad()
+def decoder_rows(tokenizer, real, ks, times) -> list[dict]:
+    """Velocity MSE of the decoder at each fixed time t with the null condition (tokens = 0) and with the
+    first k tokens, on the same noise for every row."""
+    from zoo.flow.rectified import noise_path
+
+    latents = torch.cat([tokenizer.encode_latents(b) for b in batches(real, 50)])
+    codes = torch.cat([tokenizer.encode(b)[0] for b in batches(latents, 50)])
+    noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(0)).to(latents)
+    rows = []
+    for t_value in times:
+        t = torch.full((len(latents),), float(t_value), device=latents.device)
+        noised, target = noise_path(latents, noise, t)
+        for k in [0, *ks]:  # k = 0: the null condition
+            keep = torch.full_like(t, max(k, 1), dtype=torch.long)
+            null = torch.full_like(t, k == 0, dtype=torch.bool)
+            squared_error = 0.0
+            for i in range(0, len(latents), 50):
+                part = slice(i, i + 50)
+                velocity = tokenizer.velocity(noised[part], t[part], codes[part], keep[part], null[part])
+                squared_error += (velocity.float() - target[part].float()).square().sum().item()
+            rows.append({"system": f"decoder t={t_value:g} " + ("null condition" if k == 0 else f"k={k}"),
+                         "t": float(t_value), "tokens": k, "velocity_mse": squared_error / target.numel()})
     return rows
 
 
@@ -111,6 +140,8 @@ def main(argv=None) -> int:
     p.add_argument("--gen-tokens", type=int, nargs="+", default=[8, 32, 128], help="token counts to generate "
                    "(clamped to what the AR model makes)")
     p.add_argument("--max-errors", type=float, nargs="+", default=[0.02, 0.04], help="KARL target errors")
+    p.add_argument("--probe-times", type=float, nargs="*", default=[0.5, 0.8, 1.0],
+                   help="times t of the decoder probe (none: skip it)")
     p.add_argument("--steps", type=int, default=20, help="Euler steps of the flow decoder")
     p.add_argument("--decoder-guidance", type=float, default=3.0, help="flow decoder CFG scale (1 = off)")
     p.add_argument("--no-apg", action="store_true", help="plain CFG instead of APG in the decoder")
@@ -138,6 +169,8 @@ def main(argv=None) -> int:
                             last["psnr_db"] > first["psnr_db"] and last["shapes_rfid"] < first["shapes_rfid"],
                             f"PSNR {first['psnr_db']:.1f} -> {last['psnr_db']:.1f} dB, rFID "
                             f"{first['shapes_rfid']:.0f} -> {last['shapes_rfid']:.0f}"))
+        if args.probe_times:
+            rows += decoder_rows(tokenizer, real, ks, args.probe_times)
 
     karl = load_optional(args.karl)
     if karl is not None:
@@ -167,7 +200,7 @@ def main(argv=None) -> int:
     command = " ".join(["python benchmarks/flextok.py", *(sys.argv[1:] if argv is None else argv)])
     path = write_results("flextok", command, machine_description(2), rows, claims, quick=args.quick,
                          columns=["system", "tokens", "psnr_db", "shapes_rfid", "shapes_fid", "class_accuracy",
-                                  "images_per_s", "complexity", "images", "mean_tokens", "spearman_rho"],
+                                  "images_per_s", "t", "velocity_mse", "complexity", "images", "mean_tokens", "spearman_rho"],
                          notes=f"{n} Shapes test images at {args.size}px ({gen_n} generated per token count); "
                                f"flow decoder: {args.steps} Euler steps, CFG {args.decoder_guidance}"
                                f"{'' if args.no_apg else ' with APG'}; features of `{args.classifier}`.")

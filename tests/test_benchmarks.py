@@ -225,6 +225,9 @@ def test_flextok_benchmark_on_tiny_tokenizers(tmp_path, monkeypatch):
     assert [r["tokens"] for r in result["rows"] if r["system"].startswith("flextok k=")] == [1, 2, 4, 8, 16]
     assert systems[0] == "VAE reconstructions (the ceiling)" and "psnr_db" in result["rows"][0]
     assert "flextok-ar k=2" in systems and "flextok-ar k=8" in systems
+    probe = [r for r in result["rows"] if r["system"].startswith("decoder t=")]
+    assert [(r["t"], r["tokens"]) for r in probe] == [(t, k) for t in (0.5, 0.8, 1.0) for k in (0, 1, 2, 4, 8, 16)]
+    assert probe[0]["system"] == "decoder t=0.5 null condition" and all(r["velocity_mse"] > 0 for r in probe)
     assert any(s.startswith("karl max_error=0.02") for s in systems)
     assert len(result["claims"]) == 4 and all(isinstance(c["holds"], bool) for c in result["claims"])
 
