@@ -9,8 +9,9 @@ against image complexity, and AR generation over FlexTok prefixes.
   the shapes-classifier reads the true shape. FlexTok's claim: quality rises with k; few tokens keep the
   gist (the class), more add the details.
 - KARL: the tokens each test image keeps at a target error, against its complexity (number of shapes,
-  plain or textured background), with their Spearman correlation. KARL's claim: more complex images get
-  more tokens.
+  plain or textured background), with their Spearman correlation, and the mean absolute pixel error each
+  complexity level reaches with every token kept (how hard the tokenizer finds those images). KARL's
+  claim: more complex images get more tokens.
 - Decoder probe: the flow decoder's velocity error at a few fixed times t, with the first k tokens and with
   the null condition: where along the path the decoder uses the tokens, and how many it uses. A decoder
   that ignores its tokens at some t shows the same error there with k = 64 as with the null condition.
@@ -91,7 +92,13 @@ def karl_rows(karl, real, specs, max_errors) -> tuple[list[dict], dict]:
     from scipy.stats import spearmanr
 
     scores = torch.tensor([complexity(s) for s in specs])
+    # the error each image reaches with every token kept: how hard KARL finds it, next to the proxy
+    recon = torch.cat([karl.detokenize(karl.tokenize(b).ids) for b in batches(real, 50)]).clamp(-1, 1)
+    full_error = ((recon - real).abs() / 2).flatten(1).mean(1)
     rows, correlations = [], {}
+    for level in sorted(set(scores.tolist())):
+        rows.append({"system": "karl all tokens", "complexity": level, "images": int((scores == level).sum()),
+                     "mean_tokens": float(karl.max_tokens), "mean_error": full_error[scores == level].mean().item()})
     for error in max_errors:
         counts = torch.cat([karl.tokenize(b, max_error=error).num_tokens for b in batches(real, 50)]).float()
         constant = counts.min() == counts.max()  # no ranking at all: no correlation
@@ -200,7 +207,7 @@ def main(argv=None) -> int:
     command = " ".join(["python benchmarks/flextok.py", *(sys.argv[1:] if argv is None else argv)])
     path = write_results("flextok", command, machine_description(2), rows, claims, quick=args.quick,
                          columns=["system", "tokens", "psnr_db", "shapes_rfid", "shapes_fid", "class_accuracy",
-                                  "images_per_s", "t", "velocity_mse", "complexity", "images", "mean_tokens", "spearman_rho"],
+                                  "images_per_s", "t", "velocity_mse", "complexity", "images", "mean_tokens", "mean_error", "spearman_rho"],
                          notes=f"{n} Shapes test images at {args.size}px ({gen_n} generated per token count); "
                                f"flow decoder: {args.steps} Euler steps, CFG {args.decoder_guidance}"
                                f"{'' if args.no_apg else ' with APG'}; features of `{args.classifier}`.")

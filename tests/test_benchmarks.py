@@ -229,6 +229,8 @@ def test_flextok_benchmark_on_tiny_tokenizers(tmp_path, monkeypatch):
     assert [(r["t"], r["tokens"]) for r in probe] == [(t, k) for t in (0.5, 0.8, 1.0) for k in (0, 1, 2, 4, 8, 16)]
     assert probe[0]["system"] == "decoder t=0.5 null condition" and all(r["velocity_mse"] > 0 for r in probe)
     assert any(s.startswith("karl max_error=0.02") for s in systems)
+    full = [r for r in result["rows"] if r["system"] == "karl all tokens"]
+    assert full and all(0 <= r["mean_error"] <= 1 and r["mean_tokens"] == 8 for r in full)
     assert len(result["claims"]) == 4 and all(isinstance(c["holds"], bool) for c in result["claims"])
 
 

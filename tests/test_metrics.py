@@ -92,3 +92,33 @@ def test_builtin_classifier_reads_shapes_images():
                                                        "color": [s.color for s in specs],
                                                        "position": [s.position for s in specs]})
     assert accuracy["shape"] >= 0.9 and accuracy["color"] >= 0.95 and accuracy["position"] >= 0.95, accuracy
+
+
+def test_classifier_corruptions_stay_in_range_and_are_seeded():
+    from zoo.train.shapes_classifier import FIXED_CORRUPTIONS, LabelledShapes, corrupt
+
+    image = ShapesDataset("train", size=64, length=1)[0]["image"]
+    first = corrupt(image, torch.Generator().manual_seed(3))
+    assert first.shape == image.shape and first.min() >= -1 and first.max() <= 1
+    assert torch.equal(first, corrupt(image, torch.Generator().manual_seed(3)))
+    changed = [not torch.equal(corrupt(image, torch.Generator().manual_seed(s)), image) for s in range(8)]
+    assert sum(changed) >= 6  # each of four degradations with probability 1/2: all skipped 1 time in 16
+    for name, degrade in FIXED_CORRUPTIONS.items():
+        out = degrade(image, 5)
+        assert torch.equal(out, degrade(image, 5)) and 0 < (out - image).abs().mean() < 0.2, name
+    with pytest.raises(ValueError, match="corrupt_share"):
+        LabelledShapes("train", length=2, corrupt_share=1.5)
+
+
+def test_classifier_recipe_trains_and_reports_robustness(tmp_path):
+    import json
+
+    from zoo.cli import main as zoo_main
+
+    out = tmp_path / "clf"
+    assert zoo_main(["train", "shapes-classifier", "--out", str(out), "--steps", "3", "--batch-size", "4",
+                     "--eval-images", "8"]) == 0
+    accuracy = json.loads((out / "validation.json").read_text())["validation_accuracy"]
+    assert set(accuracy) == {"32 px", "64 px", "128 px", "64 px, blur 32 px", "64 px, JPEG q30", "64 px, noise 0.1"}
+    assert all(0 <= accuracy[k]["shape"] <= 1 for k in accuracy)
+    assert ShapesClassifier.from_pretrained(out / "model") is not None
