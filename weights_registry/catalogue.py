@@ -98,8 +98,8 @@ _BUILTINS = [
     Entry("vae-shapes", "builtin", "AutoencoderKL for 64x64 Shapes: 4 x 16 x 16 latents (f4), the latent space of "
           "FlexTok / KARL (zoo recipe: zoo train vae-shapes)", folder="vae-shapes"),
     Entry("flextok-shapes", "builtin", "FlexTok for 64x64 Shapes over vae-shapes latents: 1..64 ordered 1D tokens, "
-          "1,000 FSQ codes, rectified-flow decoder (zoo recipe: zoo train flextok-shapes; version 2, 3,000 + "
-          "4,000 steps)",
+          "1,000 FSQ codes, rectified-flow decoder (zoo recipe: zoo train flextok-shapes; version 3, 3,000 + "
+          "4,000 + 4,000 steps)",
           folder="flextok-shapes", paper="https://arxiv.org/abs/2502.13967"),
     Entry("karl-shapes", "builtin", "KARL one-pass adaptive tokenizer for 64x64 Shapes over vae-shapes latents: up to "
           "64 tokens, as many as a target error needs (zoo recipe: zoo train karl-shapes; version 1, 2,000 + 600 "
@@ -107,7 +107,7 @@ _BUILTINS = [
           folder="karl-shapes", paper="https://arxiv.org/abs/2507.07995"),
     Entry("flextok-ar-shapes", "builtin", "Class-conditional AR generation over flextok-shapes tokens, any prefix "
           "length, KARL-chosen lengths with num_tokens='auto' (FlexTokPipeline; zoo recipe: zoo train "
-          "flextok-ar-shapes; version 2, 2,000 steps)", folder="flextok-ar-shapes",
+          "flextok-ar-shapes; version 3, 2,000 steps)", folder="flextok-ar-shapes",
           paper="https://arxiv.org/abs/2502.13967"),
     Entry("vat-primitives", "builtin", "VAT 3D tokenizer for Primitives shapes: 256 surface points with normals to 127 "
           "multi-scale tokens (1, 2, 4, ..., 64; 159 bytes), triplane occupancy decoder, meshes by marching cubes "
