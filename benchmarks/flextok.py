@@ -93,8 +93,8 @@ def karl_rows(karl, real, specs, max_errors) -> tuple[list[dict], dict]:
 
     scores = torch.tensor([complexity(s) for s in specs])
     # the error each image reaches with every token kept: how hard KARL finds it, next to the proxy
-    recon = torch.cat([karl.detokenize(karl.tokenize(b).ids) for b in batches(real, 50)]).clamp(-1, 1)
-    full_error = ((recon - real).abs() / 2).flatten(1).mean(1)
+    recon = torch.cat([karl.detokenize(karl.tokenize(b).ids) for b in batches(real, 50)])
+    full_error = karl.image_error(recon, real)
     rows, correlations = [], {}
     for level in sorted(set(scores.tolist())):
         rows.append({"system": "karl all tokens", "complexity": level, "images": int((scores == level).sum()),
@@ -207,7 +207,8 @@ def main(argv=None) -> int:
     command = " ".join(["python benchmarks/flextok.py", *(sys.argv[1:] if argv is None else argv)])
     path = write_results("flextok", command, machine_description(2), rows, claims, quick=args.quick,
                          columns=["system", "tokens", "psnr_db", "shapes_rfid", "shapes_fid", "class_accuracy",
-                                  "images_per_s", "t", "velocity_mse", "complexity", "images", "mean_tokens", "mean_error", "spearman_rho"],
+                                  "images_per_s", "t", "velocity_mse", "complexity", "images", "mean_tokens",
+                                  "mean_error", "spearman_rho"],
                          notes=f"{n} Shapes test images at {args.size}px ({gen_n} generated per token count); "
                                f"flow decoder: {args.steps} Euler steps, CFG {args.decoder_guidance}"
                                f"{'' if args.no_apg else ' with APG'}; decoder rows: velocity MSE over the same test "

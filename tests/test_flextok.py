@@ -506,8 +506,8 @@ def test_recipe_trains_with_repa_and_saves_a_plain_flextok(tmp_path):
     teacher_before = ShapesClassifier.from_pretrained(tmp_path / "teacher").state_dict()
     common = ["--init", str(tmp_path / "flextok"), "--size", "32", "--images", "4", "--steps", "2", "--batch-size",
               "2", "--repa-teacher", str(tmp_path / "teacher")]
-    assert main(["train", "flextok-shapes", "--out", str(tmp_path / "repa"), "--repa-weight", "0.5", "--time-mean", "1.0",
-                 *common]) == 0
+    assert main(["train", "flextok-shapes", "--out", str(tmp_path / "repa"), "--repa-weight", "0.5",
+                 "--time-mean", "1.0", *common]) == 0
     assert "'time_mean': 1.0" in (tmp_path / "repa" / "train.log").read_text()
     saved = FlexTok.from_pretrained(tmp_path / "repa" / "model")
     assert saved.state_dict().keys() == tiny.state_dict().keys()  # no projector, no teacher

@@ -228,9 +228,15 @@ class KARLTokenizer(AtomicSaveMixin, ModelMixin, ConfigMixin):
         return self.decode_latents(self.decode(quantized, keep.to(self.device)))
 
     # ------------------------------------------------------------------ training
+    @staticmethod
+    def image_error(reconstructions: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """Mean absolute error per image, in [0, 1] pixel units, of reconstructions [B, 3, S, S] in [-1, 1]
+        (clamped) against images: the error KARL's targets are stated in."""
+        return ((reconstructions.clamp(-1, 1) - images).abs() / 2).flatten(1).mean(1)
+
     def pixel_error(self, latents_hat: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        """Mean absolute error per image, in [0, 1] pixel units, of the decoded latents."""
-        return ((self.decode_latents(latents_hat).clamp(-1, 1) - images).abs() / 2).flatten(1).mean(1)
+        """`image_error` of the decoded latents."""
+        return self.image_error(self.decode_latents(latents_hat), images)
 
     def training_losses(self, images: torch.Tensor, latents: torch.Tensor, generator=None) -> dict:
         """One KARL iteration on a batch; returns the losses (sum them) and statistics.

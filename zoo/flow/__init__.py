@@ -6,4 +6,5 @@ from .rectified import Guidance, logit_normal_times, noise_path, sample_euler, u
 from .repa import REPAProjector, features_on_grid, repa_loss
 
 __all__ = ["DiracFlowSampler", "Guidance", "REPAProjector", "dirac_denoise", "dirac_flow_map", "dirac_velocity",
-           "features_on_grid", "logit_normal_times", "noise_path", "repa_loss", "sample_euler", "uniform_time_scheduler"]
+           "features_on_grid", "logit_normal_times", "noise_path", "repa_loss", "sample_euler",
+           "uniform_time_scheduler"]

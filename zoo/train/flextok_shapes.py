@@ -3,7 +3,7 @@
     zoo train vae-shapes --out runs/vae-shapes --steps 2000
     zoo train flextok-shapes --out runs/flextok-shapes --vae runs/vae-shapes/model --steps 4000
     zoo train flextok-shapes --out runs/flextok-dec --init flextok-shapes --decoder-only --steps 3000
-    zoo train flextok-shapes --out runs/flextok-v2 --init flextok-shapes --steps 4000 --lr 3e-4 --time-mean 1.0
+    zoo train flextok-shapes --out runs/flextok-v4 --init flextok-shapes --steps 4000 --lr 2e-4 --time-mean 1.0
 
 The official architecture scaled down: 64x64 images -> 4 x 16 x 16 latents -> 8 x 8 = 64 patches of 2x2;
 64 registers, one per patch as in the release (256 registers for 16 x 16 patches); FSQ levels [8, 5, 5,
@@ -14,7 +14,7 @@ on the latents with logit-normal times, nested dropout of the registers, 10% nul
 classifier-free guidance; the VAE is frozen. The kept prefix length is drawn from powers of two
 (`--keep-sampling pow2`, one of the official modes) so that the short prefixes, where a small model has
 the most to learn, get as many steps as the long ones. `--time-mean` shifts the logit-normal times
-towards high noise (version 2 of the built-in: 1.0), where a 64 px image can no longer be read through
+towards high noise (versions 2 and 3 of the built-in: 1.0), where a 64 px image can no longer be read through
 the noise and the decoder needs the tokens. REPA, the paper's alignment of the decoder's patch tokens
 with DINOv2 features of the clean image, needs a pretrained network, and none can be downloaded here:
 `--repa-weight` turns it on with the built-in `shapes-classifier`'s last convolutional map as the

@@ -19,7 +19,6 @@ import json
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from PIL import Image
 
 from zoo.data.shapes import ShapesDataset, render, to_tensor
