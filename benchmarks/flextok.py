@@ -10,8 +10,8 @@ against image complexity, and AR generation over FlexTok prefixes.
   gist (the class), more add the details.
 - KARL: the tokens each test image keeps at a target error, against its complexity (number of shapes,
   plain or textured background), with their Spearman correlation, and the mean absolute pixel error each
-  complexity level reaches with every token kept (how hard the tokenizer finds those images). KARL's
-  claim: more complex images get more tokens.
+  complexity level reaches with the VAE alone, with KARL's first 4 and 16 tokens and with all of them (how
+  hard the tokenizer finds those images). KARL's claim: more complex images get more tokens.
 - Decoder probe: the flow decoder's velocity error at a few fixed times t, with the first k tokens and with
   the null condition: where along the path the decoder uses the tokens, and how many it uses. A decoder
   that ignores its tokens at some t shows the same error there with k = 64 as with the null condition.
@@ -88,23 +88,31 @@ def complexity(spec) -> int:
 
 
 @torch.no_grad()
-def karl_rows(karl, real, specs, max_errors) -> tuple[list[dict], dict]:
+def karl_rows(karl, real, specs, max_errors, budgets=(4, 16)) -> tuple[list[dict], dict]:
     from scipy.stats import spearmanr
 
     scores = torch.tensor([complexity(s) for s in specs])
-    # the error each image reaches with every token kept: how hard KARL finds it, next to the proxy
-    recon = torch.cat([karl.detokenize(karl.tokenize(b).ids) for b in batches(real, 50)])
-    full_error = karl.image_error(recon, real)
+    levels = sorted(set(scores.tolist()))
+    # How hard each complexity level is, next to the proxy: the mean absolute pixel error of the VAE alone
+    # (the floor of any tokenizer over its latents) and of KARL with its first k tokens, then all of them.
+    vae = torch.cat([karl.decode_latents(karl.encode_latents(b)) for b in batches(real, 50)])
+    ids = torch.cat([karl.tokenize(b).ids for b in batches(real, 50)])
+    errors = {"vae alone": (0, karl.image_error(vae, real))}
+    for k in [b for b in budgets if b < karl.max_tokens] + [karl.max_tokens]:
+        recon = torch.cat([karl.detokenize(b[:, :k]) for b in batches(ids, 50)])
+        name = "karl all tokens" if k == karl.max_tokens else f"karl first {k} tokens"
+        errors[name] = (k, karl.image_error(recon, real))
     rows, correlations = [], {}
-    for level in sorted(set(scores.tolist())):
-        rows.append({"system": "karl all tokens", "complexity": level, "images": int((scores == level).sum()),
-                     "mean_tokens": float(karl.max_tokens), "mean_error": full_error[scores == level].mean().item()})
+    for name, (k, error) in errors.items():
+        for level in levels:
+            rows.append({"system": name, "tokens": k, "complexity": level, "images": int((scores == level).sum()),
+                         "mean_error": error[scores == level].mean().item()})
     for error in max_errors:
         counts = torch.cat([karl.tokenize(b, max_error=error).num_tokens for b in batches(real, 50)]).float()
         constant = counts.min() == counts.max()  # no ranking at all: no correlation
         rho, p_value = (0.0, 1.0) if constant else spearmanr(scores.numpy(), counts.numpy())
         correlations[error] = (float(rho), float(p_value))
-        for level in sorted(set(scores.tolist())):
+        for level in levels:
             chosen = counts[scores == level]
             rows.append({"system": f"karl max_error={error}", "complexity": level, "images": len(chosen),
                          "mean_tokens": chosen.mean().item(), "spearman_rho": float(rho)})

@@ -18,8 +18,22 @@ import sys
 import torch
 
 from benchmarks.common import claim, machine_description, report, write_results
-from benchmarks.images import batches, class_accuracy, real_images
+from benchmarks.images import batches, class_accuracy, real_images, shape_sizes
+from zoo.data.shapes import SIZES
 from zoo.metrics.image import codebook_stats, perturb_tokens, psnr, shapes_fid, ssim
+
+
+def accuracy_by_size(classifier, images: dict, labels: torch.Tensor, sizes: list[str]) -> list[dict]:
+    """One row per image set (name -> images [N, 3, H, W]) and shape size: its class accuracy on the
+    images whose shapes have that size. The 16x16 token grid loses the details of small shapes first."""
+    rows = []
+    for name, batch in images.items():
+        for size in SIZES:
+            keep = torch.tensor([s == size for s in sizes])
+            if keep.any():
+                rows.append({"system": f"{name}: {size} shapes ({int(keep.sum())} images)",
+                             "class_accuracy": class_accuracy(classifier, batch[keep], labels[keep])})
+    return rows
 
 
 @torch.no_grad()
@@ -55,6 +69,8 @@ def main(argv=None) -> int:
          "class_accuracy": class_accuracy(classifier, recon, labels), "codebook_usage": stats["codebook_usage"], "perplexity": stats["perplexity"],
          "tokens_per_image": ids[0].numel(), "codebook_size": vq.config.codebook_size},
     ]
+    rows += accuracy_by_size(classifier, {"real": real, f"{args.vq} reconstructions": recon}, labels,
+                             shape_sizes("test", n))
     claims = [claim("reconstructions keep the image (PSNR >= 25 dB)", rows[1]["psnr_db"] >= 25,
                     f"{rows[1]['psnr_db']:.1f} dB"),
               claim("the tokenizer uses most of its codebook (>= 50% of codes on the test images)",

@@ -26,6 +26,12 @@ def real_images(split: str, n: int, size: int) -> tuple[torch.Tensor, torch.Tens
     return torch.stack([x["image"] for x in items]), torch.tensor([x["label"] for x in items])
 
 
+def shape_sizes(split: str, n: int) -> list[str]:
+    """The size name ("small", "medium", "large") of the shapes in each of the first n images of `split`."""
+    data = ShapesDataset(split, length=n)
+    return [data.spec(i).size for i in range(n)]
+
+
 @torch.no_grad()
 def reconstructions(vq, images: torch.Tensor) -> torch.Tensor:
     """The tokenizer's reconstructions (encode, decode, clamp) of images [N, 3, H, W] in [-1, 1]."""
