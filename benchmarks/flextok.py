@@ -11,7 +11,8 @@ against image complexity, and AR generation over FlexTok prefixes.
 - KARL: the tokens each test image keeps at a target error, against its complexity (number of shapes,
   plain or textured background), with their Spearman correlation, and the mean absolute pixel error each
   complexity level reaches with the VAE alone, with KARL's first 4 and 16 tokens and with all of them (how
-  hard the tokenizer finds those images). KARL's claim: more complex images get more tokens.
+  hard the tokenizer finds those images), and the counts against the shapes' size, which the proxy leaves
+  out. KARL's claim: more complex images get more tokens.
 - Decoder probe: the flow decoder's velocity error at a few fixed times t, with the first k tokens and with
   the null condition: where along the path the decoder uses the tokens, and how many it uses. A decoder
   that ignores its tokens at some t shows the same error there with k = 64 as with the null condition.
@@ -30,7 +31,7 @@ import torch
 
 from benchmarks.common import claim, machine_description, report, write_results
 from benchmarks.images import batches, class_accuracy, real_images
-from zoo.data.shapes import ShapesDataset
+from zoo.data.shapes import SIZES, ShapesDataset
 from zoo.metrics.image import psnr, shapes_fid
 
 
@@ -116,7 +117,29 @@ def karl_rows(karl, real, specs, max_errors, budgets=(4, 16)) -> tuple[list[dict
             chosen = counts[scores == level]
             rows.append({"system": f"karl max_error={error}", "complexity": level, "images": len(chosen),
                          "mean_tokens": chosen.mean().item(), "spearman_rho": float(rho)})
+        rows += size_rows(counts, scores, [s.size for s in specs], f"karl max_error={error}")
     return rows, correlations
+
+
+def size_rows(counts: torch.Tensor, scores: torch.Tensor, sizes: list[str], name: str) -> list[dict]:
+    """The proxy leaves out how large the shapes are, and large shapes come alone (complexity 1 or 2):
+    one row with the Spearman rho of the token counts against the shapes' size, then one per size with
+    its mean count and the rho against complexity among images whose shapes have that size."""
+    from scipy.stats import spearmanr
+
+    def rho(a, b) -> float:
+        return 0.0 if len(set(a)) < 2 or len(set(b)) < 2 else float(spearmanr(a, b)[0])
+
+    size_rank = [list(SIZES).index(s) for s in sizes]
+    rows = [{"system": f"{name}: tokens against shape size", "images": len(sizes),
+             "spearman_rho": rho(size_rank, counts.tolist())}]
+    for size in SIZES:
+        keep = torch.tensor([s == size for s in sizes])
+        if keep.any():
+            rows.append({"system": f"{name}: {size} shapes", "images": int(keep.sum()),
+                         "mean_tokens": counts[keep].mean().item(),
+                         "spearman_rho": rho(scores[keep].tolist(), counts[keep].tolist())})
+    return rows
 
 
 @torch.no_grad()

@@ -235,6 +235,9 @@ def test_flextok_benchmark_on_tiny_tokenizers(tmp_path, monkeypatch):
     assert {(r["system"], r["tokens"]) for r in error_rows} == {("vae alone", 0), ("karl first 4 tokens", 4),
                                                                 ("karl all tokens", 8)}  # budget 16 > max_tokens
     assert all(0 <= r["mean_error"] <= 1 for r in error_rows)
+    by_size = [r for r in result["rows"] if r["system"].startswith("karl max_error=0.04: ")]
+    assert by_size[0]["system"].endswith("tokens against shape size") and -1 <= by_size[0]["spearman_rho"] <= 1
+    assert sum(r["images"] for r in by_size[1:]) == 6 and all(r["system"].endswith(" shapes") for r in by_size[1:])
     assert len(result["claims"]) == 4 and all(isinstance(c["holds"], bool) for c in result["claims"])
 
 
