@@ -102,8 +102,8 @@ _BUILTINS = [
           "4,000 + 4,000 steps)",
           folder="flextok-shapes", paper="https://arxiv.org/abs/2502.13967"),
     Entry("karl-shapes", "builtin", "KARL one-pass adaptive tokenizer for 64x64 Shapes over vae-shapes latents: up to "
-          "64 tokens, as many as a target error needs (zoo recipe: zoo train karl-shapes; version 1, 2,000 + 600 "
-          "fine-tuning steps)",
+          "64 tokens, as many as a target error needs (zoo recipe: zoo train karl-shapes; version 2, 2,000 + 600 "
+          "+ 4,000 steps)",
           folder="karl-shapes", paper="https://arxiv.org/abs/2507.07995"),
     Entry("flextok-ar-shapes", "builtin", "Class-conditional AR generation over flextok-shapes tokens, any prefix "
           "length, KARL-chosen lengths with num_tokens='auto' (FlexTokPipeline; zoo recipe: zoo train "
