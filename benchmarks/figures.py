@@ -76,8 +76,12 @@ def c2i(result, plt):
     samples = _system_rows(result["rows"], "cfg")
     fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.2))
     cfg = [r["cfg"] for r in samples]
-    left.plot(cfg, [r["shapes_fid"] for r in samples], "o-")
-    right.plot(cfg, [100 * r["class_accuracy"] for r in samples], "o-")
+    for top_k in dict.fromkeys(r.get("top_k", 0) for r in samples):  # one line per top-k, in row order
+        line = [r for r in samples if r.get("top_k", 0) == top_k]
+        label = f"top-k {top_k or 'off'}"
+        left.plot([r["cfg"] for r in line], [r["shapes_fid"] for r in line], "o-", label=label)
+        right.plot([r["cfg"] for r in line], [100 * r["class_accuracy"] for r in line], "o-", label=label)
+    left.legend(fontsize=7)
     for r in result["rows"]:
         if "cfg" not in r:
             left.axhline(r["shapes_fid"], ls="--", lw=1, color="gray")

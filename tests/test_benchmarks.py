@@ -107,11 +107,12 @@ def test_c2i_benchmark_on_a_tiny_pipeline(tmp_path, monkeypatch):
                  decoder_ch_mult=[1, 1, 1], num_res_blocks=1, z_channels=32).eval()
     ARImagePipeline(transformer=tiny_transformer(grid_size=(8, 8)), vqvae=vq).save_pretrained(tmp_path / "pipe")
     monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
-    assert c2i.main(["--pipeline", str(tmp_path / "pipe"), "--images", "20", "--cfg", "1.0", "3.0", "--quick"]) == 0
+    assert c2i.main(["--pipeline", str(tmp_path / "pipe"), "--images", "20", "--cfg", "1.0", "3.0", "--top-k", "0", "5",
+                     "--quick"]) == 0
     result = json.loads((tmp_path / "c2i.quick.json").read_text())
     systems = [row["system"] for row in result["rows"]]
-    assert systems[:2] == ["real images (validation split)", "tokenizer reconstructions"] and len(systems) == 4
-    assert [row["cfg"] for row in result["rows"][2:]] == [1.0, 3.0]
+    assert systems[:2] == ["real images (validation split)", "tokenizer reconstructions"] and len(systems) == 6
+    assert [(row["cfg"], row["top_k"]) for row in result["rows"][2:]] == [(1.0, 0), (3.0, 0), (1.0, 5), (3.0, 5)]
     for row in result["rows"]:
         assert 0 <= row["class_accuracy"] <= 1 and row["shapes_fid"] >= 0 and 0 <= row["precision"] <= 1
     assert result["rows"][0]["class_accuracy"] >= 0.9  # the classifier knows real images
