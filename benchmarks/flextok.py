@@ -30,7 +30,7 @@ import time
 import torch
 
 from benchmarks.common import claim, machine_description, report, write_results
-from benchmarks.images import batches, class_accuracy, real_images
+from benchmarks.images import batches, class_accuracy, real_images, size_masks
 from zoo.data.shapes import SIZES, ShapesDataset
 from zoo.metrics.image import psnr, shapes_fid
 
@@ -88,10 +88,18 @@ def complexity(spec) -> int:
     return spec.count + (spec.texture != "plain")
 
 
-@torch.no_grad()
-def karl_rows(karl, real, specs, max_errors, budgets=(4, 16)) -> tuple[list[dict], dict]:
+def spearman(a, b) -> tuple[float, float]:
+    """Spearman's rho and its p-value; (0, 1) when either side is constant (no ranking, no correlation)."""
     from scipy.stats import spearmanr
 
+    if len(set(a)) < 2 or len(set(b)) < 2:
+        return 0.0, 1.0
+    rho, p_value = spearmanr(a, b)
+    return float(rho), float(p_value)
+
+
+@torch.no_grad()
+def karl_rows(karl, real, specs, max_errors, budgets=(4, 16)) -> tuple[list[dict], dict]:
     scores = torch.tensor([complexity(s) for s in specs])
     levels = sorted(set(scores.tolist()))
     # How hard each complexity level is, next to the proxy: the mean absolute pixel error of the VAE alone
@@ -110,13 +118,12 @@ def karl_rows(karl, real, specs, max_errors, budgets=(4, 16)) -> tuple[list[dict
                          "mean_error": error[scores == level].mean().item()})
     for error in max_errors:
         counts = torch.cat([karl.tokenize(b, max_error=error).num_tokens for b in batches(real, 50)]).float()
-        constant = counts.min() == counts.max()  # no ranking at all: no correlation
-        rho, p_value = (0.0, 1.0) if constant else spearmanr(scores.numpy(), counts.numpy())
-        correlations[error] = (float(rho), float(p_value))
+        rho, p_value = spearman(scores.tolist(), counts.tolist())
+        correlations[error] = (rho, p_value)
         for level in levels:
             chosen = counts[scores == level]
             rows.append({"system": f"karl max_error={error}", "complexity": level, "images": len(chosen),
-                         "mean_tokens": chosen.mean().item(), "spearman_rho": float(rho)})
+                         "mean_tokens": chosen.mean().item(), "spearman_rho": rho})
         rows += size_rows(counts, scores, [s.size for s in specs], f"karl max_error={error}")
     return rows, correlations
 
@@ -125,20 +132,13 @@ def size_rows(counts: torch.Tensor, scores: torch.Tensor, sizes: list[str], name
     """The proxy leaves out how large the shapes are, and large shapes come alone (complexity 1 or 2):
     one row with the Spearman rho of the token counts against the shapes' size, then one per size with
     its mean count and the rho against complexity among images whose shapes have that size."""
-    from scipy.stats import spearmanr
-
-    def rho(a, b) -> float:
-        return 0.0 if len(set(a)) < 2 or len(set(b)) < 2 else float(spearmanr(a, b)[0])
-
     size_rank = [list(SIZES).index(s) for s in sizes]
     rows = [{"system": f"{name}: tokens against shape size", "images": len(sizes),
-             "spearman_rho": rho(size_rank, counts.tolist())}]
-    for size in SIZES:
-        keep = torch.tensor([s == size for s in sizes])
-        if keep.any():
-            rows.append({"system": f"{name}: {size} shapes", "images": int(keep.sum()),
-                         "mean_tokens": counts[keep].mean().item(),
-                         "spearman_rho": rho(scores[keep].tolist(), counts[keep].tolist())})
+             "spearman_rho": spearman(size_rank, counts.tolist())[0]}]
+    for size, keep in size_masks(sizes).items():
+        rows.append({"system": f"{name}: {size} shapes", "images": int(keep.sum()),
+                     "mean_tokens": counts[keep].mean().item(),
+                     "spearman_rho": spearman(scores[keep].tolist(), counts[keep].tolist())[0]})
     return rows
 
 

@@ -18,22 +18,16 @@ import sys
 import torch
 
 from benchmarks.common import claim, machine_description, report, write_results
-from benchmarks.images import batches, class_accuracy, real_images, shape_sizes
-from zoo.data.shapes import SIZES
+from benchmarks.images import batches, class_accuracy, real_images, shape_sizes, size_masks
 from zoo.metrics.image import codebook_stats, perturb_tokens, psnr, shapes_fid, ssim
 
 
 def accuracy_by_size(classifier, images: dict, labels: torch.Tensor, sizes: list[str]) -> list[dict]:
     """One row per image set (name -> images [N, 3, H, W]) and shape size: its class accuracy on the
     images whose shapes have that size. The 16x16 token grid loses the details of small shapes first."""
-    rows = []
-    for name, batch in images.items():
-        for size in SIZES:
-            keep = torch.tensor([s == size for s in sizes])
-            if keep.any():
-                rows.append({"system": f"{name}: {size} shapes ({int(keep.sum())} images)",
-                             "class_accuracy": class_accuracy(classifier, batch[keep], labels[keep])})
-    return rows
+    return [{"system": f"{name}: {size} shapes ({int(keep.sum())} images)",
+             "class_accuracy": class_accuracy(classifier, batch[keep], labels[keep])}
+            for name, batch in images.items() for size, keep in size_masks(sizes).items()]
 
 
 @torch.no_grad()

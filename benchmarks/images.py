@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from zoo.data.shapes import CLASSES, ShapesDataset
+from zoo.data.shapes import CLASSES, SIZES, ShapesDataset
 from zoo.metrics.image import attribute_accuracy, precision_recall, shapes_fid, shapes_inception_score
 
 
@@ -30,6 +30,13 @@ def shape_sizes(split: str, n: int) -> list[str]:
     """The size name ("small", "medium", "large") of the shapes in each of the first n images of `split`."""
     data = ShapesDataset(split, length=n)
     return [data.spec(i).size for i in range(n)]
+
+
+def size_masks(sizes: list[str]) -> dict[str, torch.Tensor]:
+    """For each shape size present in `sizes` (one name per image), in `SIZES` order: a bool mask [N] of
+    the images whose shapes have that size."""
+    masks = {size: torch.tensor([s == size for s in sizes], dtype=torch.bool) for size in SIZES}
+    return {size: keep for size, keep in masks.items() if keep.any()}
 
 
 @torch.no_grad()
