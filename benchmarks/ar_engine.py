@@ -23,6 +23,7 @@ import torch
 from benchmarks.common import claim, machine_description, report, write_results
 from weights_registry.converters import hf_llama_to_zoo
 from zoo.ar import generate
+from zoo.nn import cpu_kernel
 
 VOCAB, HIDDEN, FFN, LAYERS, HEADS, PROMPT = 16384, 384, 1024, 6, 6, 16
 
@@ -62,10 +63,11 @@ def decode_bytes_per_step(model, context: int) -> int:
 
 
 def runners(hf, zoo_model, new_tokens):
-    def zoo_run(ids, cfg=False, compile=False):
+    def zoo_run(ids, cfg=False, compile=False, kernel="auto"):
         uncond = torch.zeros_like(ids) if cfg else None
-        return generate(zoo_model, new_tokens, prefix_ids=ids, uncond_prefix_ids=uncond, compile=compile,
-                        guidance_scale=2.0 if cfg else 1.0, generator=torch.Generator().manual_seed(0))
+        with cpu_kernel(kernel):
+            return generate(zoo_model, new_tokens, prefix_ids=ids, uncond_prefix_ids=uncond, compile=compile,
+                            guidance_scale=2.0 if cfg else 1.0, generator=torch.Generator().manual_seed(0))
 
     def naive_run(ids):
         return generate(zoo_model, new_tokens, prefix_ids=ids, use_cache=False)
@@ -105,6 +107,9 @@ def main(argv=None) -> int:
         ("zoo_cfg", batch, 2 * batch, lambda: zoo_run(prompts[batch], cfg=True)),
         ("hf_static", 2 * batch, 2 * batch, lambda: hf_run(prompts[2 * batch])),
     ]
+    for kernel in ("mkl", "onednn"):  # the measured kernel choice (zoo/nn/linear.py) against each kernel alone
+        cases += [(f"zoo_{kernel}", b, b, lambda b=b, kernel=kernel: zoo_run(prompts[b], kernel=kernel))
+                  for b in (1, batch)]
     naive_cases = [("naive", 1, 1, lambda: naive_run(prompts[1])), ("naive", batch, batch, lambda: naive_run(prompts[batch]))]
     warmup_s = {}
     for name, b, rows, fn in cases:  # warm-up: allocations, lazy init, and torch.compile's compilation
@@ -124,6 +129,7 @@ def main(argv=None) -> int:
 
     labels = {"zoo": "zoo engine (static KV cache)", "zoo_cfg": "zoo engine, CFG rows batched",
               "zoo_compiled": "zoo engine + torch.compile",
+              "zoo_mkl": "zoo engine, MKL's sgemm only", "zoo_onednn": "zoo engine, oneDNN's linear only",
               "hf_static": "HF generate, static cache", "naive": "naive loop (no KV cache)"}
     rows = []
     for (name, b, r), seconds in best.items():
@@ -146,6 +152,14 @@ def main(argv=None) -> int:
         ratio = zoo_tps / other_tps
         return ratio >= target, f"{ratio:.2f}x ({zoo_tps:.1f} vs {other_tps:.1f} tok/s; {zoo_label})"
 
+    def kernel_choice(b):  # eager zoo with the measured kernels against the faster single kernel
+        single = min(("zoo_mkl", "zoo_onednn"), key=lambda n: step_ms[(n, b)])
+        ratio = step_ms[(single, b)] / step_ms[("zoo", b)]
+        return claim(f"the measured CPU kernel choice is no slower than the faster single kernel at batch {b} "
+                     f"(within 10%)", ratio >= 0.9, f"{step_ms[('zoo', b)]:.2f} vs {step_ms[(single, b)]:.2f} ms/step "
+                     f"({labels[single]}; {step_ms[('zoo_mkl' if single == 'zoo_onednn' else 'zoo_onednn', b)]:.2f} "
+                     f"with the other)")
+
     cfg_vs_hf = step_ms[("hf_static", 2 * batch)] / step_ms[("zoo_cfg", batch)]
     claims = [
         claim("zoo >= 2x HF static-cache generate at batch 1", *versus(1, ("hf_static", 1), 2)),
@@ -154,6 +168,8 @@ def main(argv=None) -> int:
         claim(f"zoo with CFG at batch {batch} ({2 * batch} rows) steps no slower than HF at batch {2 * batch}",
               cfg_vs_hf >= 1, f"{step_ms[('zoo_cfg', batch)]:.1f} vs {step_ms[('hf_static', 2 * batch)]:.1f} ms/step "
               f"({cfg_vs_hf:.2f}x)"),
+        kernel_choice(1),
+        kernel_choice(batch),
     ]
     command = "python benchmarks/ar_engine.py" + (" --quick" if args.quick else "")
     if args.repeat or args.threads != 2:

@@ -59,8 +59,8 @@ def _scatter(ax, rows, x, y):
 
 
 def ar_engine(result, plt):
-    fig, ax = plt.subplots(figsize=(7, 3.6))
     rows = [r for r in result["rows"] if not r["system"].startswith("memory-bandwidth")]
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.32 * len(rows)))  # room for two-line labels
     labels = [f"{r['system']}\nbatch {r['batch']} ({r['model_rows']} rows)" for r in rows]
     ax.barh(range(len(rows)), [r["tokens_per_s"] for r in rows],
             color=["tab:green" if r["system"].startswith("zoo") else "tab:gray" for r in rows])

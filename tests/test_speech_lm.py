@@ -214,6 +214,24 @@ def test_utterances_longer_than_the_context_are_left_out_with_a_count(capsys):
     with pytest.raises(SystemExit, match="--max-frames 14"):
         fitting(lm, codes, "training")
 
+
+def test_a_text_stream_recipe_leaves_out_utterances_with_more_characters_than_frames(capsys):
+    from zoo.train.tts_speech import SpeechCodes, fitting
+
+    lm = SpeechLM(text_vocab_size=31, max_text_tokens=8, num_codebooks=2, codebook_size=32, max_frames=32,
+                  hidden_size=32, num_layers=1, num_heads=2, depth_hidden_size=16, depth_layers=1, depth_heads=2,
+                  text_stream=True, text_lead=2)
+    codes = SpeechCodes.__new__(SpeechCodes)  # two utterances of 5 frames: 4 characters, then 6
+    codes.texts, codes.offsets = ["abcd", "abcdef"], torch.tensor([0, 5, 10])
+    codes.codes = torch.zeros(2, 10, dtype=torch.short)
+    codes.char_starts = [torch.linspace(0, 0.15, 4), torch.linspace(0, 0.18, 6)]
+    kept = fitting(lm, codes, "training")
+    assert [kept[i]["text"] for i in range(len(kept))] == ["abcd"]
+    assert "leaving out 1 of 2 training utterances that say more characters" in capsys.readouterr().out
+    codes.char_starts = [torch.linspace(0, 0.18, 6)] * 2
+    with pytest.raises(SystemExit, match="as many frames as characters"):
+        fitting(lm, codes, "training")
+
 # ----------------------------------------------------------------------------- aligned text stream (DSM-TTS)
 PAD = 0  # the character tokenizer's [PAD]
 

@@ -97,17 +97,59 @@ def test_cpu_linear_kernels_agree_and_the_choice_can_be_overridden(monkeypatch):
     lin = importlib.import_module("zoo.nn.linear")
     x, weight, bias = torch.randn(3, 5, 64), torch.randn(96, 64), torch.randn(96)
     expected = torch.nn.functional.linear(x, weight, bias)
+    modes = ("mkl", "onednn", "auto") if lin._ONEDNN_LINEAR is not None else ("mkl",)
     with torch.no_grad():
-        for onednn in (False, True):
-            monkeypatch.setattr(lin, "_USE_ONEDNN", onednn and lin._ONEDNN_LINEAR is not None)
-            torch.testing.assert_close(lin.linear(x, weight, bias), expected, rtol=1e-5, atol=1e-5)
-    monkeypatch.setattr(lin, "_cpu_vendor", lambda: "AuthenticAMD")
-    assert lin._use_onednn() == (lin._ONEDNN_LINEAR is not None and torch.backends.mkldnn.is_available())
+        for mode in modes:
+            with lin.cpu_kernel(mode):
+                torch.testing.assert_close(lin.linear(x, weight, bias), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="mode must be"):
+        with lin.cpu_kernel("blas"):
+            pass
     monkeypatch.setenv("ZOO_CPU_LINEAR", "mkl")
-    assert lin._use_onednn() is False
+    assert lin._kernel_mode() == "mkl"
     monkeypatch.setenv("ZOO_CPU_LINEAR", "blas")
     with pytest.raises(ValueError, match="ZOO_CPU_LINEAR"):
-        lin._use_onednn()
+        lin._kernel_mode()
+
+
+def test_cpu_linear_choice_is_measured_once_per_shape_and_only_for_few_rows(monkeypatch):
+    import importlib
+
+    lin = importlib.import_module("zoo.nn.linear")
+    if lin._ONEDNN_LINEAR is None:
+        pytest.skip("this PyTorch build has no oneDNN linear")
+    timed = []
+    fake = {"mkl": 1.0, "onednn": 0.5}  # oneDNN measured twice as fast: it is chosen
+
+    def time_kernels(*key):
+        timed.append(key)
+        return fake
+
+    monkeypatch.setattr(lin, "_CHOICES", {})
+    monkeypatch.setattr(lin, "time_kernels", time_kernels)
+    monkeypatch.setattr(lin, "MEASURED_WEIGHT", 48 * 32)
+    weight = torch.randn(48, 32)
+    with torch.no_grad(), lin.cpu_kernel("auto"):
+        for rows in (3, 4, 3):  # 3 and 4 rows share the bucket of 4
+            lin.linear(torch.randn(rows, 32), weight)
+        lin.linear(torch.randn(lin.MEASURED_ROWS + 1, 32), weight)  # compute-bound: F.linear, not timed
+        lin.linear(torch.randn(3, 16), torch.randn(48, 16))  # a weight under MEASURED_WEIGHT: not timed
+        fake = {"mkl": 1.0, "onednn": 0.95}  # within MIN_GAIN: PyTorch's default is kept
+        lin.linear(torch.randn(1, 1, 32), weight)  # [1, 1, 32]: one row
+    assert timed == [(4, 48, 32, False), (1, 48, 32, False)]
+    assert lin.kernel_table() == {(4, 48, 32, False): "onednn", (1, 48, 32, False): "mkl"}
+
+
+def test_time_kernels_times_both_kernels_and_checks_its_shape():
+    import importlib
+
+    lin = importlib.import_module("zoo.nn.linear")
+    if lin._ONEDNN_LINEAR is None:
+        pytest.skip("this PyTorch build has no oneDNN linear")
+    seconds = lin.time_kernels(2, 16, 8, bias=True)
+    assert set(seconds) == {"mkl", "onednn"} and all(s > 0 for s in seconds.values())
+    with pytest.raises(ValueError, match="must be >= 1"):
+        lin.time_kernels(0, 16, 8)
 
 
 def test_a_model_without_a_head():

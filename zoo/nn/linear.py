@@ -1,19 +1,32 @@
-"""`Linear`: nn.Linear whose CPU inference matmul takes the faster of MKL and oneDNN for the machine.
+"""`Linear`: nn.Linear whose CPU inference matmul takes the faster of two float32 kernels, as measured.
 
 The few-row products of AR decoding are memory-bound, and which float32 kernel reads the weights
-fastest depends on the CPU vendor. MKL's sgemm (what F.linear calls on CPU) is the fastest on Intel
-CPUs (on a 2-core Xeon: 40 GB/s against oneDNN's 29 GB/s, a 1.8 ms vs 3.1 ms compiled batch-1 decode
-step of the AR benchmark's model), but it takes slow generic paths on other vendors' CPUs (on a 2-core
-AMD EPYC it reached a third of oneDNN's speed). So zoo calls oneDNN's linear (the kernel inductor's CPU
-backend uses for frozen weights) on non-Intel CPUs and F.linear on Intel ones; the environment variable
-ZOO_CPU_LINEAR=mkl|onednn overrides the choice. Same weights, same layout, same results up to float
-rounding; training, GPUs and other dtypes always use F.linear. Under torch.compile the oneDNN call is a
-library op, opaque to inductor, which fuses everything around it. See benchmarks/ar_engine.py.
+fastest depends on the CPU and on the shape, so zoo measures instead of guessing. The candidates are
+MKL's sgemm (what F.linear calls on CPU) and oneDNN's linear (the kernel inductor's CPU backend uses
+for frozen weights). On 2-core machines (benchmarks/ar_engine.py): on a Xeon MKL was the faster (a
+1.8 ms vs 3.1 ms compiled batch-1 decode step); on one AMD EPYC MKL reached a third of oneDNN's speed;
+on another (Zen 1), reading the weights from memory, MKL was 1.2-1.5x faster for a 768 x 256 weight at
+one or two rows and oneDNN 2x faster for a 16384 x 384 output head. No rule by vendor holds for all.
+
+So the first time a weight shape meets a row count (rounded up to a power of two, at most
+`MEASURED_ROWS`; weights of at least `MEASURED_WEIGHT` elements), both kernels are timed on random
+tensors of that shape, reading the weights from memory as a decode step of a model larger than the
+cache does, and the choice is kept for the process. oneDNN is taken only when its time is under
+`MIN_GAIN` x MKL's, so near-ties keep PyTorch's default and the choice does not flip from run to run.
+Larger products (prefill, evaluation) and tiny weights use F.linear. `zoo.nn.kernel_table()` lists the
+choices made; the environment variable ZOO_CPU_LINEAR=mkl|onednn forces one kernel for the process
+(`auto`, or unset, measures) and `zoo.nn.cpu_kernel(mode)` does so within a block. Same weights, same
+layout, same results up to float rounding; training, GPUs and other dtypes always use F.linear. Under
+torch.compile the choice is made while tracing (a constant of the graph) and the oneDNN call is a
+library op, opaque to inductor, which fuses everything around it.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
+import time
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -21,32 +34,25 @@ from torch import nn
 
 _ONEDNN_LINEAR = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
 
-
-def _cpu_vendor() -> str:
-    """The CPU's vendor id ("GenuineIntel", "AuthenticAMD", ...) from /proc/cpuinfo, "" where unknown."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
+MEASURED_ROWS = 128  # products with more rows than this are compute-bound: F.linear, unmeasured
+MEASURED_WEIGHT = 1 << 16  # weights with fewer elements (256 KB) are bound by call overhead: F.linear
+MIN_GAIN = 0.9  # oneDNN is chosen when its time is under MIN_GAIN x MKL's
+SWEEP_BYTES = 32 << 20  # weights read per timed sweep: more than most CPUs' last-level cache
+_REPEATS = 3  # timed sweeps per kernel and shape (median), after one warm-up sweep
 
 
-def _use_onednn() -> bool:
-    """Whether float32 CPU inference goes through oneDNN (see the module docstring)."""
+def _kernel_mode() -> str:
+    """'auto' (measure per shape), 'mkl' or 'onednn': the ZOO_CPU_LINEAR setting, checked."""
+    choice = os.environ.get("ZOO_CPU_LINEAR", "").lower() or "auto"
+    if choice not in ("auto", "mkl", "onednn"):
+        raise ValueError(f"ZOO_CPU_LINEAR={choice!r}; set it to 'mkl', 'onednn' or 'auto', or unset it.")
     if _ONEDNN_LINEAR is None or not torch.backends.mkldnn.is_available():
-        return False
-    choice = os.environ.get("ZOO_CPU_LINEAR", "").lower()
-    if choice not in ("", "mkl", "onednn"):
-        raise ValueError(f"ZOO_CPU_LINEAR={choice!r}; set it to 'mkl' or 'onednn', or unset it.")
-    if choice:
-        return choice == "onednn"
-    return not (torch.backends.mkl.is_available() and _cpu_vendor() == "GenuineIntel")
+        return "mkl"
+    return choice
 
 
-_USE_ONEDNN = _use_onednn()
+_MODE = _kernel_mode()
+_CHOICES: dict[tuple[int, int, int, bool], bool] = {}  # (rows, out, in, bias) -> oneDNN is faster
 
 
 def _onednn_cpu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -65,11 +71,98 @@ def _(x, weight, bias):
     return x.new_empty(*x.shape[:-1], weight.shape[0])
 
 
+def _median_seconds(calls) -> float:
+    """Median seconds per call of one sweep over `calls`, after a warm-up sweep."""
+    for call in calls:
+        call()
+    sweeps = []
+    for _ in range(_REPEATS):
+        start = time.perf_counter()
+        for call in calls:
+            call()
+        sweeps.append((time.perf_counter() - start) / len(calls))
+    return statistics.median(sweeps)
+
+
+def time_kernels(rows: int, out_features: int, in_features: int, bias: bool = False) -> dict[str, float]:
+    """Seconds of one float32 CPU product [rows, in] x [out, in]^T with each kernel ("mkl" is F.linear,
+    "onednn" oneDNN's linear), as in decoding: the weights are read from memory, not from the cache
+    (each sweep goes over copies of the weight that together exceed the last-level cache, `SWEEP_BYTES`).
+
+    >>> sorted(time_kernels(2, 64, 32))
+    ['mkl', 'onednn']
+    """
+    if min(rows, out_features, in_features) < 1:
+        raise ValueError(f"rows, out_features and in_features must be >= 1, got {rows}, {out_features}, "
+                         f"{in_features}.")
+    if _ONEDNN_LINEAR is None or not torch.backends.mkldnn.is_available():
+        raise RuntimeError("this PyTorch build has no oneDNN linear; only F.linear can run (ZOO_CPU_LINEAR=mkl).")
+    copies = min(max(2, SWEEP_BYTES // (4 * out_features * in_features)), 64)  # few for tiny weights
+    g = torch.Generator().manual_seed(0)  # a local stream: timing leaves the caller's random state alone
+    with torch.no_grad():
+        x = torch.randn(rows, in_features, generator=g)
+        weights = torch.randn(copies, out_features, in_features, generator=g)
+        b = torch.randn(out_features, generator=g) if bias else None
+        return {"mkl": _median_seconds([lambda w=w: F.linear(x, w, b) for w in weights]),
+                "onednn": _median_seconds([lambda w=w: _onednn_cpu(x, w, b) for w in weights])}
+
+
+@torch.compiler.assume_constant_result
+def _onednn_is_faster(rows: int, out_features: int, in_features: int, bias: bool) -> bool:
+    """The kept choice for one shape, measured on first use (also while torch.compile traces: a constant)."""
+    key = (rows, out_features, in_features, bias)
+    if key not in _CHOICES:
+        seconds = time_kernels(*key)
+        _CHOICES[key] = seconds["onednn"] < MIN_GAIN * seconds["mkl"]
+    return _CHOICES[key]
+
+
+def kernel_table() -> dict[tuple[int, int, int, bool], str]:
+    """The kernels chosen so far in this process: (rows, out, in, bias) -> "mkl" or "onednn"."""
+    return {key: "onednn" if faster else "mkl" for key, faster in _CHOICES.items()}
+
+
+@contextmanager
+def cpu_kernel(mode: str):
+    """Within the block, float32 CPU inference products use `mode`: "mkl" (F.linear), "onednn", or "auto"
+    (the measured choice), as ZOO_CPU_LINEAR does for a whole process; for comparisons such as
+    benchmarks/ar_engine.py. Code compiled with torch.compile keeps the kernels it was traced with.
+
+    >>> with cpu_kernel("mkl"):
+    ...     y = linear(torch.randn(2, 8), torch.randn(4, 8))
+    """
+    global _MODE
+    if mode not in ("auto", "mkl", "onednn"):
+        raise ValueError(f"mode must be 'auto', 'mkl' or 'onednn', got {mode!r}.")
+    if mode != "mkl" and (_ONEDNN_LINEAR is None or not torch.backends.mkldnn.is_available()):
+        raise RuntimeError("this PyTorch build has no oneDNN linear; only mode='mkl' can run.")
+    before, _MODE = _MODE, mode
+    try:
+        yield
+    finally:
+        _MODE = before
+
+
+def _rows_bucket(rows: int) -> int:
+    return 1 << max(rows - 1, 0).bit_length()
+
+
+def _use_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    if _MODE != "auto":
+        return _MODE == "onednn"
+    rows = x.numel() // x.shape[-1]
+    if rows > MEASURED_ROWS or weight.numel() < MEASURED_WEIGHT:
+        return False
+    return _onednn_is_faster(_rows_bucket(rows), weight.shape[0], weight.shape[1], bias is not None)
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    if _USE_ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled():
+    """F.linear, or oneDNN's linear where it was measured faster (float32 CPU inference only)."""
+    if (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
+            and x.numel() > 0 and _use_onednn(x, weight, bias)):
         if torch.compiler.is_compiling():
             return torch.ops.zoo.onednn_linear(x, weight, bias)
-        return _ONEDNN_LINEAR(x, weight, bias, "none", [], "")
+        return _onednn_cpu(x, weight, bias)
     return F.linear(x, weight, bias)
 
 

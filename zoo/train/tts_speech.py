@@ -197,6 +197,7 @@ def text_reliance(lm: SpeechLM, collate, items: list[dict], frame_rate: float | 
         for i, row in enumerate(rolled):
             other = items[(i + 1) % len(items)]
             fits = int((other["char_starts"] < row["codes"].shape[1] / frame_rate).sum())
+            fits = min(fits, row["codes"].shape[1])  # at most one character a frame (aligned_text_stream)
             row["text"], row["char_starts"] = other["text"][:fits], other["char_starts"][:fits]
         for row in empty:
             row["char_starts"] = torch.zeros(0)
@@ -233,16 +234,28 @@ def check_prompt_room(lm: SpeechLM, tokenizer, texts: list[str]) -> None:
 
 
 def fitting(lm: SpeechLM, codes: SpeechCodes, name: str) -> torch.utils.data.Subset:
-    """The utterances whose delayed frames (codes, END, then the largest delay) fit the LM's context; the
-    recipe says how many it leaves out rather than fail at the first batch that holds a long one."""
-    needed = codes.offsets.diff() + 1 + lm.max_delay
-    keep = (needed <= lm.config.max_frames).nonzero().flatten().tolist()
-    if not keep:
+    """The utterances whose delayed frames (codes, END, then the largest delay) fit the LM's context and,
+    with a text stream, whose characters fit their frames (one a frame); the recipe says how many it
+    leaves out rather than fail at the first batch that holds one."""
+    frames = codes.offsets.diff()
+    needed = frames + 1 + lm.max_delay
+    fits = needed <= lm.config.max_frames
+    if not fits.any():
         raise SystemExit(f"none of the {len(codes)} {name} utterances fits the LM's {lm.config.max_frames} frames; "
                          f"pass --max-frames {int(needed.min())} or more.")
-    if len(keep) < len(codes):
-        print(f"leaving out {len(codes) - len(keep)} of {len(codes)} {name} utterances: they need up to "
+    if not fits.all():
+        print(f"leaving out {int((~fits).sum())} of {len(codes)} {name} utterances: they need up to "
               f"{int(needed.max())} frames, the LM holds {lm.config.max_frames} (--max-frames for a new LM)")
+    if lm.config.text_stream and codes.char_starts is not None:
+        too_fast = torch.tensor([len(starts) for starts in codes.char_starts]) > frames
+        if (fits & too_fast).any():
+            print(f"leaving out {int((fits & too_fast).sum())} of {len(codes)} {name} utterances that say more "
+                  "characters than they have frames (the aligned text stream holds one a frame)")
+        fits &= ~too_fast
+    keep = fits.nonzero().flatten().tolist()
+    if not keep:
+        raise SystemExit(f"none of the {len(codes)} {name} utterances has as many frames as characters; a codec "
+                         "with a higher frame rate, or slower speech, is needed for an aligned text stream.")
     return torch.utils.data.Subset(codes, keep)
 
 
