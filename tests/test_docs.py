@@ -43,7 +43,7 @@ def test_readme_links_the_docs_and_shows_each_family():
         assert (ROOT / "docs" / "images" / f"{picture}.png").is_file()
 
 
-DOCTEST_MODULES = ["zoo.ar.sampling", "zoo.ar.generate", "zoo.ar.transformer", "zoo.ar.distilled", "zoo.ar.token_shuffle",
+DOCTEST_MODULES = ["zoo.nn.linear", "zoo.ar.sampling", "zoo.ar.generate", "zoo.ar.transformer", "zoo.ar.distilled", "zoo.ar.token_shuffle",
                    "zoo.ar.speech", "zoo.hub", "weights_registry.catalogue", "tokenizers_visual.vq", "tokenizers_visual.vat",
                    "tokenizers_audio.codec", "zoo.metrics.classifier", "zoo.metrics.recognizer", "pipelines.base",
                    "pipelines.ar_image", "pipelines.vat", "pipelines.speech"]
