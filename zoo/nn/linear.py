@@ -10,10 +10,11 @@ one or two rows and oneDNN 2x faster for a 16384 x 384 output head. No rule by v
 
 So the first time a weight shape meets a row count (rounded up to a power of two, at most
 `MEASURED_ROWS`; weights of at least `MEASURED_WEIGHT` elements), both kernels are timed on random
-tensors of that shape, reading the weights from memory as a decode step of a model larger than the
-cache does, and the choice is kept for the process. oneDNN is taken only when its time is under
-`MIN_GAIN` x MKL's, so near-ties keep PyTorch's default and the choice does not flip from run to run.
-Larger products (prefill, evaluation) and tiny weights use F.linear. `zoo.nn.kernel_table()` lists the
+tensors of that shape, sweeping over copies of the weight that add up to `SWEEP_BYTES` (32 MB, about
+the weights of a small model), so the weights come from where a decode step reads them: from memory on
+a CPU with a small last-level cache, from the cache on one that holds them (a Xeon's 260 MB L3). The
+choice is kept for the process. oneDNN is taken only when its time is under `MIN_GAIN` x MKL's, so
+near-ties keep PyTorch's default and the choice does not flip from run to run. Larger products (prefill, evaluation) and tiny weights use F.linear. `zoo.nn.kernel_table()` lists the
 choices made; the environment variable ZOO_CPU_LINEAR=mkl|onednn forces one kernel for the process
 (`auto`, or unset, measures) and `zoo.nn.cpu_kernel(mode)` does so within a block. Same weights, same
 layout, same results up to float rounding; training, GPUs and other dtypes always use F.linear. Under
@@ -37,7 +38,7 @@ _ONEDNN_LINEAR = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise"
 MEASURED_ROWS = 128  # products with more rows than this are compute-bound: F.linear, unmeasured
 MEASURED_WEIGHT = 1 << 16  # weights with fewer elements (256 KB) are bound by call overhead: F.linear
 MIN_GAIN = 0.9  # oneDNN is chosen when its time is under MIN_GAIN x MKL's
-SWEEP_BYTES = 32 << 20  # weights read per timed sweep: more than most CPUs' last-level cache
+SWEEP_BYTES = 32 << 20  # weights read per timed sweep: about a small model's, so cached where a model would be
 _REPEATS = 3  # timed sweeps per kernel and shape (median), after one warm-up sweep
 
 
@@ -86,8 +87,8 @@ def _median_seconds(calls) -> float:
 
 def time_kernels(rows: int, out_features: int, in_features: int, bias: bool = False) -> dict[str, float]:
     """Seconds of one float32 CPU product [rows, in] x [out, in]^T with each kernel ("mkl" is F.linear,
-    "onednn" oneDNN's linear), as in decoding: the weights are read from memory, not from the cache
-    (each sweep goes over copies of the weight that together exceed the last-level cache, `SWEEP_BYTES`).
+    "onednn" oneDNN's linear), as in decoding: each sweep reads copies of the weight that add up to
+    `SWEEP_BYTES`, so they come from memory unless the last-level cache holds that much.
 
     >>> sorted(time_kernels(2, 64, 32))
     ['mkl', 'onednn']
