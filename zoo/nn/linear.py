@@ -14,9 +14,10 @@ tensors of that shape, sweeping over copies of the weight that add up to `SWEEP_
 the weights of a small model), so the weights come from where a decode step reads them: from memory on
 a CPU with a small last-level cache, from the cache on one that holds them (a Xeon's 260 MB L3). The
 choice is kept for the process. oneDNN is taken only when its time is under `MIN_GAIN` x MKL's, so
-near-ties keep PyTorch's default and the choice does not flip from run to run. Larger products (prefill, evaluation) and tiny weights use F.linear. `zoo.nn.kernel_table()` lists the
-choices made; the environment variable ZOO_CPU_LINEAR=mkl|onednn forces one kernel for the process
-(`auto`, or unset, measures) and `zoo.nn.cpu_kernel(mode)` does so within a block. Same weights, same
+near-ties keep PyTorch's default and the choice does not flip from run to run. Larger products
+(prefill, evaluation) and tiny weights use F.linear. `zoo.nn.kernel_table()` lists the choices made;
+the environment variable ZOO_CPU_LINEAR=mkl|onednn forces one kernel for the process (`auto`, or
+unset, measures) and `zoo.nn.cpu_kernel(mode)` does so within a block. Same weights, same
 layout, same results up to float rounding; training, GPUs and other dtypes always use F.linear. Under
 torch.compile the choice is made while tracing (a constant of the graph) and the oneDNN call is a
 library op, opaque to inductor, which fuses everything around it.
@@ -34,22 +35,22 @@ import torch.nn.functional as F
 from torch import nn
 
 _ONEDNN_LINEAR = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+HAS_ONEDNN = _ONEDNN_LINEAR is not None and torch.backends.mkldnn.is_available()  # else F.linear only
+MODES = ("auto", "mkl", "onednn")  # measure per shape, or one kernel everywhere
 
 MEASURED_ROWS = 128  # products with more rows than this are compute-bound: F.linear, unmeasured
 MEASURED_WEIGHT = 1 << 16  # weights with fewer elements (256 KB) are bound by call overhead: F.linear
 MIN_GAIN = 0.9  # oneDNN is chosen when its time is under MIN_GAIN x MKL's
-SWEEP_BYTES = 32 << 20  # weights read per timed sweep: about a small model's, so cached where a model would be
+SWEEP_BYTES = 32 << 20  # weights read per timed sweep: about a small model's (cached where it would be)
 _REPEATS = 3  # timed sweeps per kernel and shape (median), after one warm-up sweep
 
 
 def _kernel_mode() -> str:
     """'auto' (measure per shape), 'mkl' or 'onednn': the ZOO_CPU_LINEAR setting, checked."""
     choice = os.environ.get("ZOO_CPU_LINEAR", "").lower() or "auto"
-    if choice not in ("auto", "mkl", "onednn"):
+    if choice not in MODES:
         raise ValueError(f"ZOO_CPU_LINEAR={choice!r}; set it to 'mkl', 'onednn' or 'auto', or unset it.")
-    if _ONEDNN_LINEAR is None or not torch.backends.mkldnn.is_available():
-        return "mkl"
-    return choice
+    return choice if HAS_ONEDNN else "mkl"
 
 
 _MODE = _kernel_mode()
@@ -96,7 +97,7 @@ def time_kernels(rows: int, out_features: int, in_features: int, bias: bool = Fa
     if min(rows, out_features, in_features) < 1:
         raise ValueError(f"rows, out_features and in_features must be >= 1, got {rows}, {out_features}, "
                          f"{in_features}.")
-    if _ONEDNN_LINEAR is None or not torch.backends.mkldnn.is_available():
+    if not HAS_ONEDNN:
         raise RuntimeError("this PyTorch build has no oneDNN linear; only F.linear can run (ZOO_CPU_LINEAR=mkl).")
     copies = min(max(2, SWEEP_BYTES // (4 * out_features * in_features)), 64)  # few for tiny weights
     g = torch.Generator().manual_seed(0)  # a local stream: timing leaves the caller's random state alone
@@ -139,9 +140,9 @@ def cpu_kernel(mode: str):
     ...     y = linear(torch.randn(2, 8), torch.randn(4, 8))
     """
     global _MODE
-    if mode not in ("auto", "mkl", "onednn"):
+    if mode not in MODES:
         raise ValueError(f"mode must be 'auto', 'mkl' or 'onednn', got {mode!r}.")
-    if mode != "mkl" and (_ONEDNN_LINEAR is None or not torch.backends.mkldnn.is_available()):
+    if mode != "mkl" and not HAS_ONEDNN:
         raise RuntimeError("this PyTorch build has no oneDNN linear; only mode='mkl' can run.")
     before, _MODE = _MODE, mode
     try:
