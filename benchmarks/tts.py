@@ -19,6 +19,8 @@ Decoding rows: plain decoding (the backbone emits every frame) and each `--sched
 (VITA-Audio's claim: several-fold faster, much lower first-audio latency, small quality cost): WER on
 the same texts, real-time factor (generation + decoding wall time / audio duration, batch 1) and time to
 first audio (stream=True, 2-frame chunks), medians over `--speed-utterances` texts.
+Compiled rows (`--compile`): plain decoding and each schedule timed again with compile=True (torch.compile of
+the backbone's and the depth transformer's decode steps; the warm-up call compiles), in the same run.
 """
 
 from __future__ import annotations
@@ -116,6 +118,8 @@ def main(argv=None) -> int:
     p.add_argument("--sampling", nargs="*", default=[], type=sampling_setting, metavar="T,K",
                    help="other (temperature, top-k) settings, e.g. 1,0: quality rows of the --text-stream pipeline "
                         "(else --tts) said with each")
+    p.add_argument("--compile", action="store_true", help="also time plain decoding and each schedule with "
+                   "compile=True (speed rows of the --tts pipeline)")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--quick", action="store_true", help="3 utterances, 2 for speed; results to tts.quick.json")
     p.add_argument("--name", default="tts", help="results/<name>.json and its BENCHMARKS.md section (another name "
@@ -168,6 +172,9 @@ def main(argv=None) -> int:
         said = say_all(pipe, texts, limits, schedule, **options)
         rows.append({**quality_row(f"{args.tts} (MCTP {schedule})", said, texts, recognizer),
                      **speed_row(pipe, texts[:n], limits[:n], schedule, **options)})
+    compiled = [{"system": f"{args.tts} ({'plain decoding' if schedule is None else f'MCTP {schedule}'}, torch.compile)",
+                 **speed_row(pipe, texts[:n], limits[:n], schedule, **options, compile=True)}
+                for schedule in ([None, *schedules] if args.compile else [])]
 
     claims = [
         claim("generated speech: recogniser WER within 2x of its WER on the espeak-ng originals",
@@ -207,6 +214,13 @@ def main(argv=None) -> int:
                             f"{1000 * row['first_audio_s']:.1f} ms vs {1000 * plain['first_audio_s']:.1f} ms"))
         claims.append(claim(f"MCTP {schedule}: small quality cost (WER within 1.2x of plain decoding)",
                             row["wer"] <= 1.2 * plain["wer"], f"{100 * row['wer']:.1f}% vs {100 * plain['wer']:.1f}%"))
+    if compiled:
+        speedup = plain["rtf"] / compiled[0]["rtf"]
+        claims.append(claim("compiled decode steps make plain decoding faster (RTF at least 1.2x lower, batch 1)",
+                            speedup >= 1.2, f"{speedup:.2f}x (RTF {compiled[0]['rtf']:.2f} vs {plain['rtf']:.2f}), first "
+                            f"audio after {1000 * compiled[0]['first_audio_s']:.0f} ms vs "
+                            f"{1000 * plain['first_audio_s']:.0f} ms"))
+        rows += compiled
     command = " ".join(["python benchmarks/tts.py", *(sys.argv[1:] if argv is None else argv)])
     path = write_results(args.name, command, machine_description(2), rows, claims, quick=args.quick,
                          columns=["system", "wer", "cer", "dnsmos_ovrl", "mean_seconds", "rtf", "first_audio_s"],

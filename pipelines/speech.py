@@ -127,15 +127,16 @@ class _SpeechLMPipeline(ZooPipeline):
 
     def generate_codes(self, text_ids, text_mask, num_frames: int, prompt_frames=None, guidance_scale: float = 1.0,
                        temperature: float = TEMPERATURE, top_k: int = TOP_K, top_p: float = 1.0, generator=None,
-                       mctp_schedule=None, callback_on_step_end=None, scripts=None):
+                       mctp_schedule=None, callback_on_step_end=None, scripts=None, compile: bool = False):
         """The frame loop, as a generator: after every engine step yields (codes [B, Q, t], lengths), the
         undelayed codec codes complete so far and each row's audio length in frames (None until its END).
         Stops once every row has ended and its delayed tail is complete, or at `num_frames`. scripts: the
-        text stream's characters per row (`text_stream_scripts`), for an LM with a text stream."""
+        text stream's characters per row (`text_stream_scripts`), for an LM with a text stream. compile: the
+        backbone's and the depth transformer's decode steps through torch.compile."""
         lm, device = self.lm, self._execution_device
         Q, D, B, semantic = lm.num_streams, lm.max_delay, len(text_ids), lm.semantic_stream
         kwargs = dict(prefix_ids=text_ids.to(device), prefix_mask=text_mask.to(device), temperature=temperature,
-                      top_k=top_k, top_p=top_p, generator=generator)
+                      top_k=top_k, top_p=top_p, generator=generator, compile=compile)
         if guidance_scale != 1:
             empty_ids, empty_mask = self.encode_text([""] * B)
             kwargs.update(uncond_prefix_ids=empty_ids.to(device), uncond_prefix_mask=empty_mask.to(device),
@@ -145,7 +146,7 @@ class _SpeechLMPipeline(ZooPipeline):
         delay = lm.delays[semantic]
         lengths, searched = [None] * B, delay  # END is searched for in the frames not yet searched
         steps = self.generate_token_steps(num_frames * Q, callback_on_step_end, model=lm.backbone,
-                                          step=FrameStep(lm, mctp_schedule, scripts), **kwargs)
+                                          step=FrameStep(lm, mctp_schedule, scripts, compile), **kwargs)
         for out in steps:
             n = out.tokens.shape[1] // Q
             frames = out.tokens.view(B, n, Q).transpose(1, 2)  # [B, Q, n] delayed
@@ -200,8 +201,10 @@ class _SpeechLMPipeline(ZooPipeline):
             yield decode_new()
         self.maybe_free_model_hooks()
 
-    def check_call_args(self, guidance_scale, output_type, chunk_frames):
+    def check_call_args(self, guidance_scale, output_type, chunk_frames, compile=False):
         self.check_choice("output_type", output_type, ("np", "pt"))
+        if not isinstance(compile, bool):
+            raise ValueError(f"compile must be True or False, got {compile!r}.")
         if not isinstance(guidance_scale, (int, float)) or guidance_scale < 0:
             raise ValueError(f"guidance_scale must be a number >= 0 (1 = off), got {guidance_scale!r}.")
         if not isinstance(chunk_frames, int) or chunk_frames < 1:
@@ -223,7 +226,8 @@ class CodecTTSPipeline(_SpeechLMPipeline):
     def __call__(self, text: str | list[str], guidance_scale: float = 1.0, temperature: float = TEMPERATURE,
                  top_k: int = TOP_K, top_p: float = 1.0, max_seconds: float | None = None, mctp_schedule=None,
                  generator: torch.Generator | list[torch.Generator] | None = None, stream: bool = False,
-                 chunk_frames: int = 2, output_type: str = "np", return_dict: bool = True, callback_on_step_end=None):
+                 chunk_frames: int = 2, output_type: str = "np", return_dict: bool = True, callback_on_step_end=None,
+                 compile: bool = False):
         """Say `text`.
 
         Args:
@@ -239,10 +243,13 @@ class CodecTTSPipeline(_SpeechLMPipeline):
             stream: return a generator of audio chunks (one text only) instead of the whole waveform.
             chunk_frames: codec frames per streamed chunk (the first chunk comes as soon as they exist).
             output_type: "np" (float32 numpy) or "pt" (torch).
+            compile: run the backbone's and the depth transformer's decode steps through torch.compile (CUDA
+                graphs on GPU). The first call compiles (about 20 s per model on a 2-core CPU; with an MCTP
+                schedule the backbone compiles once more for its multi-frame steps); later calls reuse it.
         Returns:
             `SpeechPipelineOutput` (audios, sample_rate, codes), or a generator of chunks with stream=True.
         """
-        self.check_call_args(guidance_scale, output_type, chunk_frames)
+        self.check_call_args(guidance_scale, output_type, chunk_frames, compile)
         texts = [text] if isinstance(text, str) else text
         if not isinstance(texts, (list, tuple)) or not texts:
             raise ValueError(f"text must be a string or a non-empty list of strings, got {text!r}.")
@@ -251,7 +258,7 @@ class CodecTTSPipeline(_SpeechLMPipeline):
         loop = self.generate_codes(ids, mask, self.frame_budget(max_seconds), guidance_scale=guidance_scale,
                                    temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
                                    mctp_schedule=mctp_schedule, callback_on_step_end=callback_on_step_end,
-                                   scripts=self.text_stream_scripts(texts))
+                                   scripts=self.text_stream_scripts(texts), compile=compile)
         if stream:
             if len(texts) != 1:
                 raise ValueError(f"stream=True speaks one text at a time; got {len(texts)}.")
@@ -275,7 +282,7 @@ class SpeechContinuationPipeline(_SpeechLMPipeline):
                  guidance_scale: float = 1.0, temperature: float = TEMPERATURE, top_k: int = TOP_K, top_p: float = 1.0,
                  max_seconds: float | None = None, mctp_schedule=None, generator=None, stream: bool = False,
                  chunk_frames: int = 2, output_type: str = "np", return_dict: bool = True,
-                 callback_on_step_end=None):
+                 callback_on_step_end=None, compile: bool = False):
         """Continue `audio` ([T], [1, T] or [B, 1, T] at `sample_rate` Hz).
 
         Args:
@@ -284,7 +291,7 @@ class SpeechContinuationPipeline(_SpeechLMPipeline):
             resample: convert other rates to the codec's (otherwise they raise).
             Other arguments as `CodecTTSPipeline`. The output is the continuation after the prompt.
         """
-        self.check_call_args(guidance_scale, output_type, chunk_frames)
+        self.check_call_args(guidance_scale, output_type, chunk_frames, compile)
         audio = prepare(audio, sample_rate, self.sample_rate, resample, name="the audio prompt")
         lm = self.lm
         if lm.config.text_stream:
@@ -303,7 +310,7 @@ class SpeechContinuationPipeline(_SpeechLMPipeline):
         loop = self.generate_codes(ids, mask, self.frame_budget(max_seconds, num_given), prompt_frames=prompt_frames,
                                    guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p,
                                    generator=generator, mctp_schedule=mctp_schedule,
-                                   callback_on_step_end=callback_on_step_end)
+                                   callback_on_step_end=callback_on_step_end, compile=compile)
         if stream:
             if B != 1:
                 raise ValueError(f"stream=True continues one prompt at a time; got {B}.")

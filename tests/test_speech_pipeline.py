@@ -51,6 +51,22 @@ def test_streaming_gives_the_offline_waveform(pipe, schedule):
     np.testing.assert_allclose(np.concatenate(chunks), offline, atol=1e-5)
 
 
+@pytest.mark.parametrize("schedule", [None, [1, 2]])
+def test_compiled_steps_give_the_eager_codes(pipe, monkeypatch, schedule):
+    """compile=True decodes over the whole static cache (fixed shapes) in the backbone and the depth
+    transformer; torch.compile itself is left out here (minutes on a CPU), the path it traces is not."""
+    import zoo.ar.transformer
+
+    monkeypatch.setattr(zoo.ar.transformer.torch, "compile", lambda fn, **options: fn)
+    for model in (pipe.lm.backbone, pipe.lm.depth.body):
+        monkeypatch.setattr(model, "_compiled_decode", None)
+    texts, kwargs = ["the cat sat", "a dog ran home"], dict(guidance_scale=2.0, mctp_schedule=schedule)
+    eager = pipe(texts, generator=seeds(2, 3), **kwargs).codes
+    compiled = pipe(texts, generator=seeds(2, 3), compile=True, **kwargs).codes
+    assert all(torch.equal(a, b) for a, b in zip(eager, compiled))
+    assert pipe.lm.depth.body._compiled_decode is not None  # the depth transformer took the compiled path
+
+
 def test_max_seconds_and_guidance(pipe):
     out = pipe("the cat sat", max_seconds=0.2, guidance_scale=2.0, generator=torch.Generator().manual_seed(1))
     assert len(out.codes[0][0]) <= 5  # 0.2 s at 12.5 Hz is 3 frames (the budget rounds up)
@@ -102,6 +118,8 @@ def test_bad_call_arguments_raise(pipe):
         pipe(["hi", "yo"], stream=True)
     with pytest.raises(ValueError, match="MCTP modules"):
         pipe("hi", mctp_schedule="turbo")
+    with pytest.raises(ValueError, match="compile must be True or False"):
+        pipe("hi", compile="yes")
 
 
 def test_save_and_load(pipe, tmp_path):

@@ -259,7 +259,7 @@ def generate_steps(
         model.setup_cache(prefix.shape[0], step.cache_length(P, num_tokens), prefix_mask=row_mask, device=device)
         decode = model.forward_hidden
         if compile:
-            decode = _compiled_decode(model)
+            decode = model.compiled_decode()
         first = prefix  # prefill: the prefix and any prompt tokens in one pass
         if num_given:
             first = torch.cat([prefix, _prompt_inputs(model, step, tokens[:, :num_given], use_cfg)], dim=1)
@@ -318,12 +318,3 @@ def _check_prompt(model, step, prompt_tokens, batch_size: int, num_tokens: int) 
 
 def _prompt_inputs(model, step, prompt: torch.Tensor, use_cfg: bool) -> torch.Tensor:
     return step.embed(model, torch.cat([prompt, prompt]) if use_cfg else prompt)
-
-
-def _compiled_decode(model):
-    """torch.compile of the decode step, made once per model: CUDA graphs on GPU (gpt-fast's
-    `reduce-overhead`), inductor's C++ code on CPU."""
-    if model._compiled_decode is None:
-        mode = "reduce-overhead" if model.device.type == "cuda" else None
-        model._compiled_decode = torch.compile(model.forward_hidden, mode=mode, fullgraph=True, dynamic=False)
-    return model._compiled_decode

@@ -185,17 +185,21 @@ class DepthTransformer(nn.Module):
         weight = self.body.head.weight.view(Q, self.num_outputs, -1)
         return torch.einsum("nqd,qvd->nqv", h, weight).float()
 
-    def sample(self, hidden: torch.Tensor, choose) -> torch.Tensor:
+    def sample(self, hidden: torch.Tensor, choose, compile: bool = False) -> torch.Tensor:
         """hidden [R, input_size] -> tokens [R, Q]: step k's logits [R, 1, num_outputs] go to
-        choose(k, logits) -> the token [R, 1] that step k + 1 reads (sampling, CFG and forcing live there)."""
+        choose(k, logits) -> the token [R, 1] that step k + 1 reads (sampling, CFG and forcing live there).
+        compile=True runs each step's body through `ARTransformer.compiled_decode` (Moshi runs its depth
+        transformer under CUDA graphs: Q small steps per frame are launch-bound)."""
         R = hidden.shape[0]
         self.body.setup_cache(R, self.num_codebooks, device=hidden.device, dtype=hidden.dtype)
+        decode = self.body.compiled_decode() if compile else self.body.forward_hidden
         out = []
         for k in range(self.num_codebooks):
             x = self._step_input(hidden, k)[:, None]  # [R, 1, D]
             if k:
                 x = x + self._token_embedding(out[-1], k - 1)
-            h = self.body.forward_hidden(x, input_pos=torch.tensor([k], device=hidden.device), kv_len=k + 1)
+            position = torch.tensor([k], device=hidden.device)
+            h = decode(x, position) if compile else decode(x, input_pos=position, kv_len=k + 1)
             out.append(choose(k, self._head(h, k)))
         return torch.cat(out, dim=1)
 
@@ -459,10 +463,13 @@ class FrameStep:
 
     scripts: with a text-stream model, each row's text as the ids the text stream reads (one list per row):
     that stream may then only take [PAD] or the row's next character, and END waits for the last one.
+    compile: run the depth transformer's steps through torch.compile (`DepthTransformer.sample`); pass
+    compile=True to the engine as well for the backbone's.
     """
 
-    def __init__(self, model: SpeechLM, mctp_schedule: list[int] | str | None = None, scripts: list | None = None):
-        self.model = model
+    def __init__(self, model: SpeechLM, mctp_schedule: list[int] | str | None = None, scripts: list | None = None,
+                 compile: bool = False):
+        self.model, self.compile = model, compile
         self.vocab_size = model.config.codebook_size + 1  # what the engine samples from (codes and END)
         self.mctp_schedule = mctp_schedule
         if mctp_schedule is not None:
@@ -499,8 +506,14 @@ class FrameStep:
             raise ValueError(f"{num_tokens} tokens are not whole frames of {S} streams.")
         return len(mctp_plan(self.mctp_schedule, num_tokens // S, len(self.model.mctp)))
 
+    def positions(self, num_prefix: int, num_tokens: int) -> int:
+        """Positions the sequence occupies: the prefix and one per frame."""
+        return num_prefix + num_tokens // self.model.num_streams
+
     def cache_length(self, num_prefix: int, num_tokens: int) -> int:
-        return num_prefix + num_tokens // self.model.num_streams - 1
+        if self.compile:  # one cache size, the whole context: a compiled step would recompile for each length
+            return self.model.backbone.max_positions
+        return self.positions(num_prefix, num_tokens) - 1
 
     def check_tokens(self, ids: torch.Tensor, name: str = "prompt_tokens"):
         self.model.check_frames(ids, name)
@@ -555,7 +568,7 @@ class FrameStep:
             tokens_out.append(token)
             return torch.cat([token] * (R // B))
 
-        self.model.depth.sample(hidden, choose)
+        self.model.depth.sample(hidden, choose, compile=self.compile)
         tokens = torch.cat(tokens_out, dim=1)
         if model.delays[semantic] <= frame:
             self.ended = ended | (tokens[:, semantic] == model.end_id)

@@ -408,6 +408,15 @@ class ARTransformer(AtomicSaveMixin, ModelMixin, ConfigMixin):
         else:
             self._cache_mask = mask
 
+    def compiled_decode(self):
+        """`forward_hidden` through torch.compile for cached decoding, made once per model: CUDA graphs on GPU
+        (gpt-fast's `reduce-overhead`), inductor's C++ code on CPU. Call it as `step(x, input_pos)`, without
+        kv_len: every step attends over the whole static cache (`setup_cache`), so the shapes stay fixed."""
+        if self._compiled_decode is None:
+            mode = "reduce-overhead" if self.device.type == "cuda" else None
+            self._compiled_decode = torch.compile(self.forward_hidden, mode=mode, fullgraph=True, dynamic=False)
+        return self._compiled_decode
+
     def clear_cache(self):
         """Free the KV cache."""
         for block in self.blocks:
