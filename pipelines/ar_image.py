@@ -104,6 +104,7 @@ class ARImagePipeline(ClassImagePipeline):
         return_dict: bool = True,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] = ("tokens",),
+        compile: bool = False,
     ):
         """Generate images of the given classes.
 
@@ -114,9 +115,11 @@ class ARImagePipeline(ClassImagePipeline):
             temperature, top_k, top_p: token sampling (temperature 0 = greedy).
             generator: a torch.Generator or a list, one per image.
             output_type: "pil", "np" (floats in [0, 1], NHWC) or "pt" (NCHW in [0, 1]).
+            compile: run the decode step through torch.compile (CUDA graphs on GPU); the first call compiles.
         """
         labels = self.check_call(class_labels, num_images_per_prompt, output_type, callback_on_step_end_tensor_inputs)
         h, w = self.transformer.config.grid_size
         tokens = self.generate_tokens(h * w, callback_on_step_end, class_labels=labels, guidance_scale=guidance_scale,
-                                      temperature=temperature, top_k=top_k, top_p=top_p, generator=generator).tokens
+                                      temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
+                                      compile=compile).tokens
         return self.image_output(self.decode_grid(tokens), output_type, return_dict)

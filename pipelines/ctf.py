@@ -84,6 +84,7 @@ class CTFPipeline(ClassImagePipeline):
         return_dict: bool = True,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] = ("tokens",),
+        compile: bool = False,
     ):
         """Generate images of the given classes (defaults: the paper's CFG 2.0, temperatures 1.1, no top-k).
 
@@ -95,6 +96,7 @@ class CTFPipeline(ClassImagePipeline):
             refiner_temperature, refiner_top_k: stage-2 sampling of fine labels (temperature 0 = argmax).
             generator: a torch.Generator or a list, one per image; stage 2 continues the same generators.
             output_type: "pil", "np" (floats in [0, 1], NHWC) or "pt" (NCHW in [0, 1]).
+            compile: run stage 1's decode step through torch.compile (CUDA graphs on GPU); the first call compiles.
         The step callback sees the coarse labels sampled so far as "tokens".
         """
         check_sampling_args(refiner_temperature, refiner_top_k, 1.0)
@@ -102,7 +104,8 @@ class CTFPipeline(ClassImagePipeline):
         generators = normalize_generators(generator, len(labels))
         h, w = self.transformer.config.grid_size
         coarse = self.generate_tokens(h * w, callback_on_step_end, class_labels=labels, guidance_scale=guidance_scale,
-                                      temperature=temperature, top_k=top_k, top_p=top_p, generator=generators).tokens
+                                      temperature=temperature, top_k=top_k, top_p=top_p, generator=generators,
+                                      compile=compile).tokens
         fine = self.sample_fine(coarse, labels, refiner_temperature, refiner_top_k, generators)
         return self.image_output(self.decode_grid(fine), output_type, return_dict)
 

@@ -94,6 +94,7 @@ class TokenShufflePipeline(ZooPipeline):
         return_dict: bool = True,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] = ("tokens",),
+        compile: bool = False,
     ):
         """Generate images from captions.
 
@@ -105,6 +106,8 @@ class TokenShufflePipeline(ZooPipeline):
             temperature, top_k, top_p: token sampling (temperature 0 = greedy).
             generator: a torch.Generator or a list, one per image.
             output_type: "pil", "np" (floats in [0, 1], NHWC) or "pt" (NCHW in [0, 1]).
+            compile: run the decode step through torch.compile (CUDA graphs on GPU); the first call compiles
+                (again for each new image size).
         """
         self.check_output_args(output_type, num_images_per_prompt, callback_on_step_end_tensor_inputs)
         if isinstance(prompt, str):
@@ -121,6 +124,7 @@ class TokenShufflePipeline(ZooPipeline):
             grid[0] * grid[1], callback_on_step_end, model=self.transformer.backbone,
             step=WindowStep(self.transformer), prefix_ids=ids.to(device), prefix_mask=mask.to(device),
             uncond_prefix_ids=empty_ids.to(device), uncond_prefix_mask=empty_mask.to(device),
-            guidance_scale=schedule, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator).tokens
+            guidance_scale=schedule, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
+            compile=compile).tokens
         grid_ids = self.transformer.windows_to_grid(tokens, grid)
         return self.image_output(self.vqvae.decode(grid_ids.to(self.vqvae.device)), output_type, return_dict)

@@ -34,6 +34,16 @@ def tiny_model():
     return tiny_transformer()
 
 
+def trace_compiled_path(monkeypatch, *models):
+    """compile=True without inductor (minutes on a CPU): `ARTransformer.compiled_decode` returns the eager
+    `forward_hidden`, so a test runs the path torch.compile traces (fixed shapes over the whole static cache)."""
+    import zoo.ar.transformer
+
+    monkeypatch.setattr(zoo.ar.transformer.torch, "compile", lambda fn, **options: fn)
+    for model in models:
+        monkeypatch.setattr(model, "_compiled_decode", None)
+
+
 @pytest.fixture
 def offline(monkeypatch):
     """HF_HUB_OFFLINE is read once at import: patch the constant (shared/reference/diffusers.md)."""

@@ -8,7 +8,7 @@ from PIL import Image
 
 import zoo
 from pipelines import ARImagePipeline
-from tests.conftest import tiny_transformer, tiny_vq
+from tests.conftest import tiny_transformer, tiny_vq, trace_compiled_path
 from zoo.cli import main as zoo_main
 
 NAMES = [f"class{i}" for i in range(10)]
@@ -34,8 +34,17 @@ def test_outputs_and_seeds(pipe):
     assert torch.allclose(batch[:1], torch.from_numpy(arr).permute(0, 3, 1, 2), atol=1e-6)
 
 
+def test_compiled_decoding_gives_the_eager_images(pipe, monkeypatch):
+    trace_compiled_path(monkeypatch, pipe.transformer)
+    kwargs = dict(class_labels=[3, 4], guidance_scale=2.0, output_type="pt")
+    eager = pipe(**kwargs, generator=[torch.Generator().manual_seed(s) for s in (0, 1)]).images
+    compiled = pipe(**kwargs, generator=[torch.Generator().manual_seed(s) for s in (0, 1)], compile=True).images
+    assert torch.equal(eager, compiled) and pipe.transformer._compiled_decode is not None
+
+
 @pytest.mark.parametrize("kwargs,message", [
     (dict(class_labels=["dog"]), "unknown class name 'dog'"),
+    (dict(class_labels=[1], compile=1), "compile must be True or False"),
     (dict(class_labels=[10]), r"out of range; pass ids in \[0, 10\)"),
     (dict(class_labels=[]), "at least one class label"),
     (dict(class_labels=[1], guidance_scale=-1.0), "guidance_scale must be"),

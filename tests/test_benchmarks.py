@@ -164,6 +164,7 @@ def test_tts_benchmark_on_tiny_models(tmp_path, monkeypatch):
 
     from benchmarks import tts as tts_benchmark
     from pipelines import CodecTTSPipeline
+    from tests.conftest import trace_compiled_path
     from tokenizers_audio import SpeechCodec
     from zoo.ar.speech import SpeechLM
     from zoo.data.speech import espeak_available
@@ -185,9 +186,7 @@ def test_tts_benchmark_on_tiny_models(tmp_path, monkeypatch):
     dsm = SpeechLM(**{**lm.config, "codebook_size": 32, "max_frames": 48, "text_stream": True, "text_lead": 2})
     CodecTTSPipeline(lm=dsm, tokenizer=character_tokenizer(), codec=wide_codec).save_pretrained(tmp_path / "dsm")
     monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
-    import zoo.ar.transformer  # --compile's rows take the compiled path; inductor itself would take minutes here
-
-    monkeypatch.setattr(zoo.ar.transformer.torch, "compile", lambda fn, **options: fn)
+    trace_compiled_path(monkeypatch)  # --compile's rows
     args = ["--tts", str(tmp_path / "tts"), "--ablation", str(tmp_path / "tts"),
             "--phonemes", str(tmp_path / "tts"), "--text-stream", str(tmp_path / "dsm"),
             "--recognizer", str(tmp_path / "asr"), "--schedules", "1,2", "--sampling", "1,0",

@@ -6,7 +6,7 @@ from diffusers import DiffusionPipeline
 
 import zoo
 from pipelines import CTFPipeline
-from tests.conftest import tiny_transformer, tiny_vq
+from tests.conftest import tiny_transformer, tiny_vq, trace_compiled_path
 from tokenizers_visual import CodeClusters, VQModel
 from tokenizers_visual.clusters import kmeans
 from zoo.ar.sampling import logits_to_probs, sample_from_probs
@@ -128,6 +128,13 @@ def test_seeded_generation_is_reproducible_and_per_image(pipe):
     pair = pipe(class_labels=[3, 5], output_type="pt", generator=gens).images
     single = pipe(class_labels=[5], output_type="pt", generator=torch.Generator().manual_seed(5)).images
     torch.testing.assert_close(pair[1:], single, atol=1e-6, rtol=0)
+
+
+def test_compiled_stage_1_gives_the_eager_images(pipe, monkeypatch):
+    trace_compiled_path(monkeypatch, pipe.transformer)
+    eager = pipe(class_labels=[3, 5], output_type="pt", generator=torch.Generator().manual_seed(2)).images
+    compiled = pipe(class_labels=[3, 5], output_type="pt", generator=torch.Generator().manual_seed(2), compile=True)
+    assert torch.equal(eager, compiled.images) and pipe.transformer._compiled_decode is not None
 
 
 def test_save_load_round_trip(pipe, tmp_path):

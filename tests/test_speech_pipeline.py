@@ -7,6 +7,7 @@ import torch
 from diffusers import DiffusionPipeline
 
 from pipelines import CodecTTSPipeline, SpeechContinuationPipeline
+from tests.conftest import trace_compiled_path
 from tokenizers_audio import SpeechCodec
 from zoo.ar.speech import SpeechLM
 from zoo.data.text import character_tokenizer
@@ -53,13 +54,8 @@ def test_streaming_gives_the_offline_waveform(pipe, schedule):
 
 @pytest.mark.parametrize("schedule", [None, [1, 2]])
 def test_compiled_steps_give_the_eager_codes(pipe, monkeypatch, schedule):
-    """compile=True decodes over the whole static cache (fixed shapes) in the backbone and the depth
-    transformer; torch.compile itself is left out here (minutes on a CPU), the path it traces is not."""
-    import zoo.ar.transformer
-
-    monkeypatch.setattr(zoo.ar.transformer.torch, "compile", lambda fn, **options: fn)
-    for model in (pipe.lm.backbone, pipe.lm.depth.body):
-        monkeypatch.setattr(model, "_compiled_decode", None)
+    """compile=True decodes over the whole static cache (fixed shapes) in the backbone and the depth transformer."""
+    trace_compiled_path(monkeypatch, pipe.lm.backbone, pipe.lm.depth.body)
     texts, kwargs = ["the cat sat", "a dog ran home"], dict(guidance_scale=2.0, mctp_schedule=schedule)
     eager = pipe(texts, generator=seeds(2, 3), **kwargs).codes
     compiled = pipe(texts, generator=seeds(2, 3), compile=True, **kwargs).codes

@@ -138,6 +138,16 @@ def test_pipeline_generates_and_round_trips(pipe, tmp_path):
     torch.testing.assert_close(loaded("a red star", **kwargs()).images, pipe("a red star", **kwargs()).images)
 
 
+def test_compiled_decoding_gives_the_eager_images(pipe, monkeypatch):
+    from tests.conftest import trace_compiled_path
+
+    trace_compiled_path(monkeypatch, pipe.transformer.backbone)
+    kwargs = lambda: dict(generator=torch.Generator().manual_seed(1), output_type="pt")  # noqa: E731
+    eager = pipe(["a red star", "two blue circles"], **kwargs()).images
+    compiled = pipe(["a red star", "two blue circles"], compile=True, **kwargs()).images
+    assert torch.equal(eager, compiled) and pipe.transformer.backbone._compiled_decode is not None
+
+
 @pytest.mark.parametrize("kwargs,message", [
     (dict(prompt=""), "must not be empty"),
     (dict(prompt=["a red star", "  "]), "must not be empty"),

@@ -212,6 +212,8 @@ def generate_steps(
         raise ValueError(f"the prefix ({P}) plus {num_tokens} tokens exceed the model's context of "
                          f"{model.max_positions} positions; ask for fewer tokens.")
     generators = normalize_generators(generator, B)
+    if not isinstance(compile, bool):
+        raise ValueError(f"compile must be True or False, got {compile!r}.")
     if compile and not use_cache:
         raise ValueError("compile=True needs use_cache=True.")
 
