@@ -12,7 +12,9 @@ against image complexity, and AR generation over FlexTok prefixes.
   plain or textured background), with their Spearman correlation, and the mean absolute pixel error each
   complexity level reaches with the VAE alone, with KARL's first 4 and 16 tokens and with all of them (how
   hard the tokenizer finds those images), and the counts against the shapes' size, which the proxy leaves
-  out. KARL's claim: more complex images get more tokens.
+  out. KARL's claim: more complex images get more tokens. A second measure of complexity sits beside the
+  proxy: the image's size as a PNG file, a lossless code length, the computable stand-in for the Kolmogorov
+  complexity that KARL is named after (it counts edges and texture, whatever draws them).
 - Decoder probe: the flow decoder's velocity error at a few fixed times t, with the first k tokens and with
   the null condition: where along the path the decoder uses the tokens, and how many it uses. A decoder
   that ignores its tokens at some t shows the same error there with k = 64 as with the null condition.
@@ -88,6 +90,21 @@ def complexity(spec) -> int:
     return spec.count + (spec.texture != "plain")
 
 
+def png_bytes(images: torch.Tensor) -> list[int]:
+    """images [B, 3, S, S] in [-1, 1] -> each image's size as an 8-bit PNG file (PIL, default compression)."""
+    import io
+
+    from PIL import Image
+
+    pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    sizes = []
+    for array in pixels:
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG")
+        sizes.append(buffer.tell())
+    return sizes
+
+
 def spearman(a, b) -> tuple[float, float]:
     """Spearman's rho and its p-value; (0, 1) when either side is constant (no ranking, no correlation)."""
     from scipy.stats import spearmanr
@@ -99,8 +116,10 @@ def spearman(a, b) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def karl_rows(karl, real, specs, max_errors, budgets=(4, 16)) -> tuple[list[dict], dict]:
+def karl_rows(karl, real, specs, max_errors, budgets=(4, 16)) -> tuple[list[dict], dict, dict]:
+    """-> (rows, {max_error: (rho, p) against the proxy}, {max_error: (rho, p) against PNG bytes})."""
     scores = torch.tensor([complexity(s) for s in specs])
+    png = png_bytes(real)
     levels = sorted(set(scores.tolist()))
     # How hard each complexity level is, next to the proxy: the mean absolute pixel error of the VAE alone
     # (the floor of any tokenizer over its latents) and of KARL with its first k tokens, then all of them.
@@ -111,7 +130,7 @@ def karl_rows(karl, real, specs, max_errors, budgets=(4, 16)) -> tuple[list[dict
         recon = torch.cat([karl.detokenize(b[:, :k]) for b in batches(ids, 50)])
         name = "karl all tokens" if k == karl.max_tokens else f"karl first {k} tokens"
         errors[name] = (k, karl.image_error(recon, real))
-    rows, correlations = [], {}
+    rows, correlations, png_correlations = [], {}, {}
     for name, (k, error) in errors.items():
         for level in levels:
             rows.append({"system": name, "tokens": k, "complexity": level, "images": int((scores == level).sum()),
@@ -125,7 +144,12 @@ def karl_rows(karl, real, specs, max_errors, budgets=(4, 16)) -> tuple[list[dict
             rows.append({"system": f"karl max_error={error}", "complexity": level, "images": len(chosen),
                          "mean_tokens": chosen.mean().item(), "spearman_rho": rho})
         rows += size_rows(counts, scores, [s.size for s in specs], f"karl max_error={error}")
-    return rows, correlations
+        png_correlations[error] = spearman(png, counts.tolist())
+        rows.append({"system": f"karl max_error={error}: tokens against PNG bytes", "images": len(png),
+                     "png_bytes": sum(png) / len(png), "spearman_rho": png_correlations[error][0]})
+    rows.append({"system": "PNG bytes against the proxy", "images": len(png), "png_bytes": sum(png) / len(png),
+                 "spearman_rho": spearman(scores.tolist(), png)[0]})
+    return rows, correlations, png_correlations
 
 
 def size_rows(counts: torch.Tensor, scores: torch.Tensor, sizes: list[str], name: str) -> list[dict]:
@@ -186,6 +210,8 @@ def main(argv=None) -> int:
     p.add_argument("--guidance-scale", type=float, default=2.0, help="AR model CFG scale")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--quick", action="store_true", help="a few images; results to flextok.quick.json")
+    p.add_argument("--name", default="flextok", help="results/<name>.json and its BENCHMARKS.md section (another "
+                                                     "name keeps a partial run, e.g. KARL alone, apart)")
     args = p.parse_args(argv)
     n, gen_n = (min(args.images, 40), min(args.gen_images, 20)) if args.quick else (args.images, args.gen_images)
     torch.set_num_threads(2)
@@ -213,11 +239,16 @@ def main(argv=None) -> int:
     karl = load_optional(args.karl)
     if karl is not None:
         data = ShapesDataset("test", size=args.size, length=n)
-        karl_out, correlations = karl_rows(karl.eval(), real, [data.spec(i) for i in range(n)], args.max_errors)
+        karl_out, correlations, png_correlations = karl_rows(karl.eval(), real, [data.spec(i) for i in range(n)],
+                                                             args.max_errors)
         rows += karl_out
         for error, (rho, p_value) in correlations.items():
             claims.append(claim(f"KARL spends more tokens on more complex images (max_error {error}: Spearman rho > 0, "
                                 "p < 0.05)", rho > 0 and p_value < 0.05, f"rho {rho:.2f}, p {p_value:.2g}"))
+        for error, (rho, p_value) in png_correlations.items():
+            claims.append(claim(f"KARL spends more tokens on images of a longer lossless code (max_error {error}: "
+                                "Spearman rho against PNG bytes > 0, p < 0.05)", rho > 0 and p_value < 0.05,
+                                f"rho {rho:.2f}, p {p_value:.2g}"))
 
     pipe = load_optional(args.ar)
     if pipe is not None:
@@ -236,10 +267,10 @@ def main(argv=None) -> int:
                             f"{100 * chance:.0f}%), Shapes-FID {few['shapes_fid']:.0f} vs {most['shapes_fid']:.0f}"))
 
     command = " ".join(["python benchmarks/flextok.py", *(sys.argv[1:] if argv is None else argv)])
-    path = write_results("flextok", command, machine_description(2), rows, claims, quick=args.quick,
+    path = write_results(args.name, command, machine_description(2), rows, claims, quick=args.quick,
                          columns=["system", "tokens", "psnr_db", "shapes_rfid", "shapes_fid", "class_accuracy",
-                                  "images_per_s", "t", "velocity_mse", "complexity", "images", "mean_tokens",
-                                  "mean_error", "spearman_rho"],
+                                  "images_per_s", "t", "velocity_mse", "complexity", "images", "png_bytes",
+                                  "mean_tokens", "mean_error", "spearman_rho"],
                          notes=f"{n} Shapes test images at {args.size}px ({gen_n} generated per token count); "
                                f"flow decoder: {args.steps} Euler steps, CFG {args.decoder_guidance}"
                                f"{'' if args.no_apg else ' with APG'}; decoder rows: velocity MSE over the same test "

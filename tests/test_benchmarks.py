@@ -240,10 +240,22 @@ def test_flextok_benchmark_on_tiny_tokenizers(tmp_path, monkeypatch):
     assert {(r["system"], r["tokens"]) for r in error_rows} == {("vae alone", 0), ("karl first 4 tokens", 4),
                                                                 ("karl all tokens", 8)}  # budget 16 > max_tokens
     assert all(0 <= r["mean_error"] <= 1 for r in error_rows)
-    by_size = [r for r in result["rows"] if r["system"].startswith("karl max_error=0.04: ")]
+    by_size = [r for r in result["rows"] if r["system"].startswith("karl max_error=0.04: ") and "PNG" not in r["system"]]
     assert by_size[0]["system"].endswith("tokens against shape size") and -1 <= by_size[0]["spearman_rho"] <= 1
     assert sum(r["images"] for r in by_size[1:]) == 6 and all(r["system"].endswith(" shapes") for r in by_size[1:])
-    assert len(result["claims"]) == 4 and all(isinstance(c["holds"], bool) for c in result["claims"])
+    png = [r for r in result["rows"] if "PNG bytes" in r["system"]]
+    assert len(png) == 3 and all(r["png_bytes"] > 0 and -1 <= r["spearman_rho"] <= 1 for r in png)
+    assert len(result["claims"]) == 6 and all(isinstance(c["holds"], bool) for c in result["claims"])
+
+
+def test_png_bytes_grow_with_detail():
+    import torch
+
+    from benchmarks.flextok import png_bytes
+
+    flat, noise = torch.zeros(1, 3, 32, 32), torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    small, large = png_bytes(torch.cat([flat, noise]))
+    assert 0 < small < large
 
 
 def test_vat_benchmark_on_tiny_models(tmp_path, monkeypatch):
