@@ -81,6 +81,17 @@ def test_continuation_returns_what_follows_the_prompt(pipe):
     np.testing.assert_allclose(np.concatenate(chunks) if chunks else np.zeros(0), out.audios[0], atol=1e-5)
 
 
+def test_compiled_continuation_gives_the_eager_codes(pipe, monkeypatch):
+    trace_compiled_path(monkeypatch, pipe.lm.backbone, pipe.lm.depth.body)
+    cont = SpeechContinuationPipeline(**pipe.components)
+    cont.set_progress_bar_config(disable=True)
+    prompt = 0.1 * torch.randn(1, 1, 4 * pipe.codec.frame_size, generator=torch.Generator().manual_seed(0))
+    eager = cont(prompt, sample_rate=24_000, text="the cat", generator=torch.Generator().manual_seed(2)).codes[0]
+    compiled = cont(prompt, sample_rate=24_000, text="the cat", generator=torch.Generator().manual_seed(2),
+                    compile=True).codes[0]
+    assert torch.equal(eager, compiled)
+
+
 @pytest.mark.parametrize("text, match", [
     ("", "empty"), ("   ", "empty"), ("call me at 42", "cannot say"), ("naïve", "cannot say"),
     ("a very long sentence that goes on and on", "at most"), (3, "string"), ([], "non-empty"),
