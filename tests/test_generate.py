@@ -117,10 +117,23 @@ def test_progress_callback_sees_every_step(tiny_model):
     (dict(num_tokens=17), "exceed the model's context"),
     (dict(num_tokens=0), "num_tokens must be a positive integer"),
     (dict(generator=[torch.Generator()]), "got 1 generators for a batch of 3"),
+    (dict(compile="yes"), "compile must be True or False"),
 ])
 def test_bad_arguments_raise_clear_errors(tiny_model, kwargs, message):
     with pytest.raises(ValueError, match=message):
         _run(tiny_model, **kwargs)
+
+
+def test_compiled_decode_is_made_once_and_leaves_room_for_many_models(tiny_model, monkeypatch):
+    """Every compiled model shares forward_hidden's compile cache: dynamo's default 8 entries would end a
+    process that compiles a speech LM's backbone and depth transformer at a few batch sizes."""
+    import torch._dynamo
+
+    from zoo.ar.transformer import RECOMPILE_LIMIT
+
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
+    step = tiny_model.compiled_decode()  # torch.compile is lazy: nothing compiles until a call
+    assert tiny_model.compiled_decode() is step and torch._dynamo.config.recompile_limit == RECOMPILE_LIMIT
 
 
 def test_prompt_guidance_needs_an_unconditional_prompt():

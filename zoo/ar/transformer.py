@@ -27,6 +27,9 @@ from ..nn.norm import RMSNorm
 from ..nn.rope import rope_1d, rope_2d, rope_rotation
 from ..utils.io import AtomicSaveMixin
 
+# compiled decode steps (models x batch sizes x step widths x dtypes) one process may run; see compiled_decode
+RECOMPILE_LIMIT = 64
+
 # LlamaGen's GPT sizes: (layers, heads, dim) (autoregressive/models/gpt.py).
 LLAMAGEN_SIZES = {
     "B": (12, 12, 768), "L": (24, 16, 1024), "XL": (36, 20, 1280), "XXL": (48, 24, 1536),
@@ -413,6 +416,13 @@ class ARTransformer(AtomicSaveMixin, ModelMixin, ConfigMixin):
         (gpt-fast's `reduce-overhead`), inductor's C++ code on CPU. Call it as `step(x, input_pos)`, without
         kv_len: every step attends over the whole static cache (`setup_cache`), so the shapes stay fixed."""
         if self._compiled_decode is None:
+            # torch.compile keeps one cache per code object: every model, batch size, step width and dtype that
+            # runs `forward_hidden` compiled is an entry of the same cache (a speech LM alone needs its backbone's
+            # one- and multi-frame steps and its depth transformer's), and dynamo's default limit of 8 entries
+            # ends in a hard error under fullgraph=True.
+            import torch._dynamo  # imported on use: it is slow to import
+
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
             mode = "reduce-overhead" if self.device.type == "cuda" else None
             self._compiled_decode = torch.compile(self.forward_hidden, mode=mode, fullgraph=True, dynamic=False)
         return self._compiled_decode
