@@ -124,16 +124,17 @@ def test_bad_arguments_raise_clear_errors(tiny_model, kwargs, message):
         _run(tiny_model, **kwargs)
 
 
-def test_compiled_decode_is_made_once_and_leaves_room_for_many_models(tiny_model, monkeypatch):
+def test_compiled_decode_is_made_once_and_leaves_room_for_many_models(tiny_model):
     """Every compiled model shares forward_hidden's compile cache: dynamo's default 8 entries would end a
     process that compiles a speech LM's backbone and depth transformer at a few batch sizes."""
     import torch._dynamo
 
     from zoo.ar.transformer import RECOMPILE_LIMIT
 
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
-    step = tiny_model.compiled_decode()  # torch.compile is lazy: nothing compiles until a call
-    assert tiny_model.compiled_decode() is step and torch._dynamo.config.recompile_limit == RECOMPILE_LIMIT
+    # torch's own patch, not pytest's monkeypatch: pytest >= 9.2 deletes a config entry on undo
+    with torch._dynamo.config.patch(recompile_limit=8):
+        step = tiny_model.compiled_decode()  # torch.compile is lazy: nothing compiles until a call
+        assert tiny_model.compiled_decode() is step and torch._dynamo.config.recompile_limit == RECOMPILE_LIMIT
 
 
 def test_prompt_guidance_needs_an_unconditional_prompt():
