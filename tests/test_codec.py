@@ -209,6 +209,29 @@ def test_split_rvq_sums_semantic_and_acoustic():
     assert torch.equal(split.encode(x, 1), codes[:, :1])
 
 
+def test_no_quantization_rate_passes_latents_through_in_training():
+    """Mimi's quantization rate (moshi's `no_quantization_rate`): a skipped sequence's output is its projected
+    latent, the codebooks still learn from it, and evaluation always quantises."""
+    torch.manual_seed(0)
+    split = SplitResidualVQ(dim=8, num_quantizers=3, num_codes=16, code_dim=4).train()
+    x = torch.randn(2, 8, 32)
+    split(x)  # k-means initialisation
+    before = split.acoustic.codebooks[0].embedding_sum.clone()
+    skipped, codes, commitment, _ = split(x, no_quantization_rate=1.0)
+    through = [rvq._project_out(rvq._project_in(x), 2) for rvq in (split.semantic, split.acoustic)]
+    assert torch.allclose(skipped, through[0] + through[1], atol=1e-6)
+    assert codes.shape == (2, 3, 32) and commitment.item() > 0
+    assert not torch.equal(split.acoustic.codebooks[0].embedding_sum, before)  # the EMA still moved
+    quantized = split(x)[0]
+    assert not torch.allclose(quantized, skipped)
+    torch.testing.assert_close(split.eval()(x, no_quantization_rate=1.0)[0], split.decode(split.encode(x)))
+    with pytest.raises(ValueError, match=r"no_quantization_rate must be a number in \[0, 1\]"):
+        split(x, no_quantization_rate=1.5)
+    codec = SpeechCodec(**TINY).train()
+    with pytest.raises(ValueError, match="pass no_quantization_rate=0"):
+        codec(torch.zeros(1, 1, codec.frame_size), decoder_only=True, no_quantization_rate=0.5)
+
+
 def tiny_semantic_codec():
     teacher = {"kind": "zoo-recognizer", "config": dict(hidden_size=32, num_layers=2, num_heads=2, ffn_dim=64)}
     torch.manual_seed(0)

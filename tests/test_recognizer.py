@@ -77,7 +77,7 @@ def test_asr_and_codec_recipes_run(tmp_path):
     assert main(["train", "codec-speech", "--out", str(tmp_path / "codec"), "--teacher", str(tmp_path / "asr" / "model"),
                  "--utterances", "4", "--steps", "2", "--batch-size", "2", "--crop-frames", "4", "--filters", "4",
                  "--hidden", "32", "--layers", "1", "--codebooks", "3", "--codebook-size", "32", "--codebook-dim", "8",
-                 "--adversarial", "--cache-dir", cache]) == 0
+                 "--adversarial", "--no-quantization-rate", "0.5", "--cache-dir", cache]) == 0
     log = (tmp_path / "codec" / "metrics.jsonl").read_text()
     assert all(f'"{term}"' in log for term in ("semantic", "mel", "stft", "adversarial", "feature_matching"))
 
@@ -94,6 +94,9 @@ def test_asr_and_codec_recipes_run(tmp_path):
     assert "commitment" not in (tmp_path / "codec-dec" / "metrics.jsonl").read_text()
     with pytest.raises(SystemExit, match="pass --init"):
         main(["train", "codec-speech", "--out", str(tmp_path / "codec-bad"), "--decoder-only", "--no-semantic"])
+    with pytest.raises(SystemExit):  # the frozen encoder's codes are what a decoder-only run learns to decode
+        main(["train", "codec-speech", "--out", str(tmp_path / "codec-bad"), "--init", codec, "--decoder-only",
+              "--no-quantization-rate", "0.5"])
 
     from zoo.audio import read_wav, write_wav
 

@@ -229,21 +229,28 @@ class SpeechCodec(AtomicSaveMixin, ModelMixin, ConfigMixin):
         audio = self.decode_latent(self.quantizer.decode(codes.to(self.device)))
         return audio if length is None else audio[..., :length]
 
-    def forward(self, audio: torch.Tensor, num_codebooks: int | None = None, decoder_only: bool = False) -> CodecOutput:
+    def forward(self, audio: torch.Tensor, num_codebooks: int | None = None, decoder_only: bool = False,
+                no_quantization_rate: float = 0.0) -> CodecOutput:
         """Training pass: validated audio [B, 1, T] (T a multiple of frame_size) -> CodecOutput.
+
+        no_quantization_rate: in training, the probability that a sequence skips each RVQ (its decoder reads
+        the projected latent; the codebooks still learn from it): Mimi's "quantization rate" (the Moshi
+        paper quantises half of the sequences; moshi's `no_quantization_rate`). Not with decoder_only.
 
         decoder_only=True runs the encoder and the quantizer without gradients or codebook updates, so that
         only the decoder side learns and the codes stay those of the trained codec (an LM trained on them
         keeps working); its commitment loss is 0 and it has no semantic prediction.
         """
         if decoder_only:
+            if no_quantization_rate:
+                raise ValueError("decoder_only=True decodes the codes of a frozen encoder; pass no_quantization_rate=0.")
             with torch.no_grad():
                 latent, _ = self.encode_latent(audio)
                 codes = self.quantizer.encode(latent, num_codebooks)
                 quantized = self.quantizer.decode(codes)
             return CodecOutput(self.decode_latent(quantized), codes, quantized.new_zeros(()), None, None)
         latent, target = self.encode_latent(audio)
-        quantized, codes, commitment, semantic_part = self.quantizer(latent, num_codebooks)
+        quantized, codes, commitment, semantic_part = self.quantizer(latent, num_codebooks, no_quantization_rate)
         prediction = self.semantic.predict(semantic_part) if self.semantic is not None else None
         return CodecOutput(self.decode_latent(quantized), codes, commitment, prediction, target)
 

@@ -31,7 +31,7 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
-from zoo.nn.quantizers import MultiScaleResidualVQ
+from zoo.nn.quantizers import MultiScaleResidualVQ, check_rate
 from zoo.nn.vit import AdaLNHead, ViTBlock, mup_attention_scale
 from zoo.utils.io import AtomicSaveMixin
 
@@ -295,8 +295,7 @@ class VAT(AtomicSaveMixin, ModelMixin, ConfigMixin):
         follows them, but no commitment loss pulls the encoder toward the codewords (the VAE warm-up of
         `zoo train vat-primitives`)."""
         for name, rate in [("no_quantization_rate", no_quantization_rate), ("prefix_rate", prefix_rate)]:
-            if not 0 <= rate <= 1:
-                raise ValueError(f"{name} must lie in [0, 1], got {rate!r}.")
+            check_rate(name, rate)
         mean, logvar = self.encode_gaussian(points, normals)
         z = mean + torch.randn_like(mean) * (0.5 * logvar).exp() if self.training else mean
         z_hat, ids, vq_loss, residuals = self.quantizer(z if commit else z.detach())

@@ -101,6 +101,12 @@ class VectorQuantizer(nn.Module):
         return {"codebook_usage": (usage > 0).float().mean().item(), "perplexity": entropy.exp().item()}
 
 
+def check_rate(name: str, rate: float):
+    """Raise unless `rate` is a probability (a number in [0, 1])."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+        raise ValueError(f"{name} must be a number in [0, 1], got {rate!r}.")
+
+
 def _cluster_sums(ids: torch.Tensor, x: torch.Tensor, num_clusters: int) -> torch.Tensor:
     """Sum of the vectors x [N, D] assigned to each cluster -> [K, D]. A one-hot matmul: on CPU,
     index_add_ (a scatter) is some 30x slower at these sizes."""
@@ -250,10 +256,13 @@ class ResidualVQ(nn.Module):
         z = sum(self.codebooks[i].embed(flat[:, i]) for i in range(codes.shape[1]))
         return self._project_out(z, codes.shape[0])
 
-    def forward(self, x: torch.Tensor, num_quantizers: int | None = None):
+    def forward(self, x: torch.Tensor, num_quantizers: int | None = None, no_quantization_rate: float = 0.0):
         """Training / teacher-forced pass: x [B, dim, T] -> (quantized [B, dim, T] with straight-through
         gradients, codes [B, n, T], commitment loss). Each codebook's EMA sees its residual; a codebook is
-        k-means-initialised only once the one before it is (moshi)."""
+        k-means-initialised only once the one before it is (moshi). In training, each sequence passes its
+        projected latent through unquantised with probability `no_quantization_rate` (moshi's option of the
+        name; the Moshi paper trains Mimi at 0.5): the codebooks and the commitment loss still see it."""
+        check_rate("no_quantization_rate", no_quantization_rate)
         latent = self._project_in(x)
         residual, quantized = latent, torch.zeros_like(latent)
         codes, commitment, previous_ready = [], latent.new_zeros(()), True
@@ -266,6 +275,9 @@ class ResidualVQ(nn.Module):
             quantized = quantized + codewords.detach()
             codes.append(ids)
         quantized = latent + (quantized - latent).detach()  # one straight-through estimator for the sum
+        if self.training and no_quantization_rate > 0:
+            skip = torch.rand(x.shape[0], 1, device=x.device) < no_quantization_rate  # [B, 1], one draw a sequence
+            quantized = torch.where(skip.repeat_interleave(x.shape[2], dim=0), latent, quantized)
         commitment = commitment / len(codes)
         codes = torch.stack(codes, 1).view(x.shape[0], x.shape[2], -1).transpose(1, 2)
         return self._project_out(quantized, x.shape[0]), codes, commitment
@@ -304,13 +316,14 @@ class SplitResidualVQ(nn.Module):
             out = out + self.acoustic.decode(codes[:, self.num_semantic:])
         return out
 
-    def forward(self, x: torch.Tensor, num_quantizers: int | None = None):
-        """-> (quantized, codes, commitment loss, semantic part of quantized) with straight-through gradients."""
+    def forward(self, x: torch.Tensor, num_quantizers: int | None = None, no_quantization_rate: float = 0.0):
+        """-> (quantized, codes, commitment loss, semantic part of quantized) with straight-through gradients;
+        `no_quantization_rate` as `ResidualVQ.forward`, drawn for each of the two quantisers (as moshi)."""
         n = self.check_num_quantizers(num_quantizers)
-        semantic, codes, loss = self.semantic(x, min(n, self.num_semantic))
+        semantic, codes, loss = self.semantic(x, min(n, self.num_semantic), no_quantization_rate)
         quantized = semantic
         if n > self.num_semantic:
-            acoustic, acoustic_codes, acoustic_loss = self.acoustic(x, n - self.num_semantic)
+            acoustic, acoustic_codes, acoustic_loss = self.acoustic(x, n - self.num_semantic, no_quantization_rate)
             quantized, codes, loss = semantic + acoustic, torch.cat([codes, acoustic_codes], 1), loss + acoustic_loss
         return quantized, codes, loss, semantic
 
@@ -335,8 +348,7 @@ class FSQ(nn.Module):
         levels = list(levels)
         if not levels or any(isinstance(n, bool) or not isinstance(n, int) or n < 2 for n in levels):
             raise ValueError(f"FSQ levels must be a non-empty list of ints >= 2, got {levels!r}.")
-        if not 0.0 <= drop_quant_p <= 1.0:
-            raise ValueError(f"drop_quant_p must be in [0, 1], got {drop_quant_p}.")
+        check_rate("drop_quant_p", drop_quant_p)
         self.levels, self.dim, self.drop_quant_p = levels, len(levels), drop_quant_p
         self.codebook_size = math.prod(levels)
         self.register_buffer("_levels", torch.tensor(levels), persistent=False)

@@ -15,7 +15,8 @@ Random crops of zoo's espeak-ng speech; losses (weights as flags):
   feature matching (Mimi trains with an adversarial and feature-matching loss only). The
   discriminator lives in the loss function (its own AdamW); it is not saved in checkpoints.
 Quantizer dropout: each batch uses the first n ~ U{1..num_codebooks} codebooks (moshi's `q_dropout`),
-so one model serves 1..8 codebooks.
+so one model serves 1..8 codebooks. `--no-quantization-rate P`: each sequence skips the RVQ with probability
+P (the Moshi paper trains Mimi at 0.5, its "quantization rate"; the built-in was trained at 0).
 """
 
 from __future__ import annotations
@@ -73,17 +74,18 @@ def mel_loss(reference: torch.Tensor, estimate: torch.Tensor, sample_rate: int,
 
 
 def make_loss(weights: dict, num_codebooks: int, seed: int = 0, discriminator=None, lr: float = 3e-4,
-              decoder_only: bool = False):
+              decoder_only: bool = False, no_quantization_rate: float = 0.0):
     """The codec's loss function for `train`. With a discriminator (MultiScaleSTFTDiscriminator) each call
     first takes one step of it on (real, reconstruction), then adds the generator's adversarial and
     feature-matching terms (weights "adversarial", "feature_matching"). decoder_only: the codec's
-    `forward(..., decoder_only=True)`, for a codec whose encoder side is frozen."""
+    `forward(..., decoder_only=True)`, for a codec whose encoder side is frozen. no_quantization_rate: the
+    codec's `forward` option (sequences that skip the RVQ)."""
     rng = random.Random(seed)
     optimizer = torch.optim.AdamW(discriminator.parameters(), lr=lr, betas=(0.5, 0.9)) if discriminator else None
 
     def codec_loss(model, audio):
         n = rng.randint(1, num_codebooks)  # quantizer dropout, the same on every process for a given step
-        out = model(audio, num_codebooks=n, decoder_only=decoder_only)
+        out = model(audio, num_codebooks=n, decoder_only=decoder_only, no_quantization_rate=no_quantization_rate)
         recon = out.audio[..., : audio.shape[-1]]
         terms = {"stft": stft_loss(audio, recon), "mel": mel_loss(audio, recon, model.config.sample_rate)}
         if not decoder_only:
@@ -177,9 +179,16 @@ def main(argv=None) -> int:
     p.add_argument("--decoder-only", action="store_true",
                    help="with --init: train the decoder side alone (upsampling, decoder transformer, SEANet decoder); "
                         "the encoder and codebooks stay frozen, so the codes, and LMs trained on them, stay valid")
+    p.add_argument("--no-quantization-rate", type=float, default=0.0,
+                   help="probability that a training sequence skips the RVQ (Moshi trains Mimi at 0.5); not with "
+                        "--decoder-only")
     p.add_argument("--seed", type=int, default=0)
     add_mixed_precision(p)
     args = p.parse_args(argv)
+    if not 0 <= args.no_quantization_rate <= 1:
+        p.error(f"--no-quantization-rate must lie in [0, 1], got {args.no_quantization_rate}.")
+    if args.decoder_only and args.no_quantization_rate:
+        p.error("--decoder-only trains on the frozen encoder's codes; drop --no-quantization-rate.")
     codec = initial_codec(args)
     config = TrainConfig(output_dir=args.out, max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          betas=(0.8, 0.99), warmup_steps=min(200, args.steps // 10), lr_schedule="cosine",
@@ -190,7 +199,8 @@ def main(argv=None) -> int:
     weights = {"stft": args.w_stft, "mel": args.w_mel, "commitment": args.w_commitment, "semantic": args.w_semantic,
                "adversarial": args.w_adversarial, "feature_matching": args.w_feature_matching}
     discriminator = MultiScaleSTFTDiscriminator() if args.adversarial else None
-    loss = make_loss(weights, codec.config.num_codebooks, args.seed, discriminator, decoder_only=args.decoder_only)
+    loss = make_loss(weights, codec.config.num_codebooks, args.seed, discriminator, decoder_only=args.decoder_only,
+                     no_quantization_rate=args.no_quantization_rate)
     codec = train(codec, data, loss, config, hooks=[codebook_hook(250)])
     from accelerate import PartialState
 
