@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from tokenizers_audio.codec import SpeechCodec
 from tokenizers_audio.discriminator import MultiScaleSTFTDiscriminator
 from zoo.data.speech import SpeechDataset
+from zoo.hub import resolve
 from zoo.metrics.audio import log_mel
 from zoo.train.loop import TrainConfig, add_mixed_precision, load_to_continue, train, train_only
 
@@ -121,10 +122,10 @@ def build_codec(args) -> SpeechCodec:
     teacher = None
     if not args.no_semantic:
         if not args.teacher:
-            raise SystemExit("pass --teacher (a trained asr-speech model folder) or --no-semantic.")
+            raise SystemExit("pass --teacher (asr-speech, or a trained recogniser's folder) or --no-semantic.")
         from zoo.metrics.recognizer import SpeechRecognizer
 
-        recognizer = SpeechRecognizer.from_pretrained(args.teacher)
+        recognizer = SpeechRecognizer.from_pretrained(resolve(args.teacher))
         teacher = {"kind": "zoo-recognizer", "config": {k: v for k, v in recognizer.config.items() if not k.startswith("_")}}
     codec = SpeechCodec(
         num_filters=args.filters, ratios=args.ratios, hidden_size=args.hidden, num_transformer_layers=args.layers,
@@ -150,7 +151,8 @@ def initial_codec(args) -> SpeechCodec:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="zoo train codec-speech", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
-    p.add_argument("--teacher", help="folder of a trained asr-speech recogniser (the semantic teacher)")
+    p.add_argument("--teacher", help="a trained asr-speech recogniser, the semantic teacher: the built-in asr-speech, "
+                                     "a folder or a Hub id")
     p.add_argument("--no-semantic", action="store_true", help="train without the semantic branch (the ablation)")
     p.add_argument("--utterances", type=int, default=3000)
     p.add_argument("--cache-dir", default=None)
