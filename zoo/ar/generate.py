@@ -259,9 +259,7 @@ def generate_steps(
 
     if use_cache:
         model.setup_cache(prefix.shape[0], step.cache_length(P, num_tokens), prefix_mask=row_mask, device=device)
-        decode = model.forward_hidden
-        if compile:
-            decode = model.compiled_decode()
+        decode = model.decode_step(compile)
         first = prefix  # prefill: the prefix and any prompt tokens in one pass
         if num_given:
             first = torch.cat([prefix, _prompt_inputs(model, step, tokens[:, :num_given], use_cfg)], dim=1)
@@ -291,8 +289,7 @@ def generate_steps(
             else:  # in place: a compiled step / CUDA graph keeps reading the same tensor
                 input_pos += x.shape[1]
             written += x.shape[1]
-            # eager: attend to the written positions only; compiled: fixed shapes over the whole cache
-            hidden = decode(x, input_pos) if compile else decode(x, input_pos, kv_len=written)
+            hidden = decode(x, input_pos, written)
         else:
             sequence = torch.cat([sequence, x], dim=1)
             hidden = model.forward_hidden(sequence, prefix_mask=row_mask)[:, -x.shape[1]:]

@@ -188,18 +188,17 @@ class DepthTransformer(nn.Module):
     def sample(self, hidden: torch.Tensor, choose, compile: bool = False) -> torch.Tensor:
         """hidden [R, input_size] -> tokens [R, Q]: step k's logits [R, 1, num_outputs] go to
         choose(k, logits) -> the token [R, 1] that step k + 1 reads (sampling, CFG and forcing live there).
-        compile=True runs each step's body through `ARTransformer.compiled_decode` (Moshi runs its depth
-        transformer under CUDA graphs: Q small steps per frame are launch-bound)."""
+        compile=True runs each step's body through `ARTransformer.decode_step(compile=True)` (Moshi runs its
+        depth transformer under CUDA graphs: Q small steps per frame are launch-bound)."""
         R = hidden.shape[0]
         self.body.setup_cache(R, self.num_codebooks, device=hidden.device, dtype=hidden.dtype)
-        decode = self.body.compiled_decode() if compile else self.body.forward_hidden
+        decode = self.body.decode_step(compile)
         out = []
         for k in range(self.num_codebooks):
             x = self._step_input(hidden, k)[:, None]  # [R, 1, D]
             if k:
                 x = x + self._token_embedding(out[-1], k - 1)
-            position = torch.tensor([k], device=hidden.device)
-            h = decode(x, position) if compile else decode(x, input_pos=position, kv_len=k + 1)
+            h = decode(x, torch.tensor([k], device=hidden.device), k + 1)
             out.append(choose(k, self._head(h, k)))
         return torch.cat(out, dim=1)
 

@@ -427,6 +427,15 @@ class ARTransformer(AtomicSaveMixin, ModelMixin, ConfigMixin):
             self._compiled_decode = torch.compile(self.forward_hidden, mode=mode, fullgraph=True, dynamic=False)
         return self._compiled_decode
 
+    def decode_step(self, compile: bool = False):
+        """The cached decode step as `step(x, input_pos, kv_len)` -> hidden states, one calling convention for
+        eager and compiled decoding: eager `forward_hidden` attends to the kv_len written positions; the
+        compiled one (`compiled_decode`) attends over the whole static cache and does not read kv_len."""
+        if compile:
+            compiled = self.compiled_decode()
+            return lambda x, input_pos, kv_len: compiled(x, input_pos)
+        return lambda x, input_pos, kv_len: self.forward_hidden(x, input_pos, kv_len=kv_len)
+
     def clear_cache(self):
         """Free the KV cache."""
         for block in self.blocks:

@@ -33,6 +33,7 @@ from tokenizers_audio.discriminator import MultiScaleSTFTDiscriminator
 from zoo.data.speech import SpeechDataset
 from zoo.hub import resolve
 from zoo.metrics.audio import log_mel
+from zoo.nn.quantizers import check_rate
 from zoo.train.loop import TrainConfig, add_mixed_precision, load_to_continue, train, train_only
 
 
@@ -187,8 +188,10 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     add_mixed_precision(p)
     args = p.parse_args(argv)
-    if not 0 <= args.no_quantization_rate <= 1:
-        p.error(f"--no-quantization-rate must lie in [0, 1], got {args.no_quantization_rate}.")
+    try:
+        check_rate("--no-quantization-rate", args.no_quantization_rate)
+    except ValueError as error:
+        p.error(str(error))
     if args.decoder_only and args.no_quantization_rate:
         p.error("--decoder-only trains on the frozen encoder's codes; drop --no-quantization-rate.")
     codec = initial_codec(args)
