@@ -2,6 +2,9 @@ import hashlib
 import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import huggingface_hub
@@ -44,6 +47,19 @@ def trace_compiled_path(monkeypatch, *models):
         monkeypatch.setattr(model, "_compiled_decode", None)
 
 
+def accelerate_launch(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    """`accelerate launch` two CPU processes (one thread each) on a free port (not a fixed one that another
+    process may hold); `args` is the script or `-m module` and its arguments."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--main_process_port", str(port), "--mixed_precision", "no",
+           "--dynamo_backend", "no", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=cwd)
+
+
 @pytest.fixture
 def offline(monkeypatch):
     """HF_HUB_OFFLINE is read once at import: patch the constant (shared/reference/diffusers.md)."""
@@ -80,3 +96,4 @@ def saved_pipeline(tmp_path):
     pipe.save_pretrained(tmp_path / "pipe")
     yield pipe, tmp_path / "pipe"
     shutil.rmtree(tmp_path / "pipe", ignore_errors=True)
+

@@ -1,14 +1,12 @@
 """Evaluation sampling: one image per seed, independent of batch size and process count."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from pipelines import ARImagePipeline
-from tests.conftest import tiny_transformer
+from tests.conftest import accelerate_launch, tiny_transformer
 from tokenizers_visual import VQModel
 from zoo.metrics.sampling import sample_images
 
@@ -53,11 +51,8 @@ def test_bad_arguments(pipe):
 def test_two_processes_give_the_same_images(pipe, tmp_path):
     pipe.save_pretrained(tmp_path / "pipe")
     (tmp_path / "sample.py").write_text(SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(tmp_path / "sample.py"),
-           str(tmp_path / "pipe"), str(tmp_path / "images.pt")]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=os.getcwd())
+    result = accelerate_launch(str(tmp_path / "sample.py"), str(tmp_path / "pipe"), str(tmp_path / "images.pt"),
+                               cwd=os.getcwd())
     assert result.returncode == 0, result.stderr[-3000:]
     expected = sample_images(pipe, [0, 1, 2, 3, 4], batch_size=2, seed=7, progress=False)
     torch.testing.assert_close(torch.load(tmp_path / "images.pt"), expected, atol=1e-5, rtol=0)

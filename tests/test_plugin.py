@@ -22,14 +22,17 @@ def test_import_zoo_is_fast_and_lazy():
     assert out[1:] == ["False", "False"]  # nothing heavy until a public name is used
 
 
-@pytest.mark.parametrize("order", ["zoo first", "diffusers first"])
-def test_import_registers_pipelines_with_diffusers(order):
-    imports = ["import zoo", "from diffusers import DiffusionPipeline"]
-    if order == "diffusers first":
-        imports.reverse()
-    code = "; ".join(imports) + "; import diffusers; print(diffusers.ARTokenPipeline.__module__)"
-    result = subprocess.run([sys.executable, "-c", code], **RUN)
-    assert result.stdout.strip() == "pipelines.ar_tokens", result.stderr
+def test_import_registers_pipelines_with_diffusers():
+    # one fresh interpreter per import order, both at once (each spends ~15 s importing diffusers and torch)
+    first = ["import zoo", "from diffusers import DiffusionPipeline"]
+    processes = {}
+    for order, imports in (("zoo first", first), ("diffusers first", first[::-1])):
+        code = "; ".join(imports) + "; import diffusers; print(diffusers.ARTokenPipeline.__module__)"
+        processes[order] = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, text=True)
+    for order, process in processes.items():
+        stdout, stderr = process.communicate(timeout=RUN["timeout"])
+        assert stdout.strip() == "pipelines.ar_tokens", f"{order}: {stderr[-3000:]}"
 
 
 def test_generic_loader_opens_a_zoo_folder(saved_pipeline):

@@ -1,13 +1,12 @@
 """The shared training loop, through the vq-shapes recipe at toy size."""
 
+import contextlib
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
+from tests.conftest import accelerate_launch
 from tokenizers_visual import VQModel
 from zoo.cli import main as zoo_main
 from zoo.train import RECIPES
@@ -44,11 +43,7 @@ def test_ema_weights_are_what_is_saved(tmp_path):
 
 def test_two_process_accelerate_launch(tmp_path):
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "zoo", "train", "vq-shapes", "--out", str(out),
-           "--steps", "3", *TOY]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    result = accelerate_launch("-m", "zoo", "train", "vq-shapes", "--out", str(out), "--steps", "3", *TOY)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es)" in (out / "train.log").read_text()
     assert (out / "model" / "config.json").is_file()
@@ -62,15 +57,30 @@ def test_every_recipe_takes_mixed_precision(recipe, capsys):
     assert "--mixed-precision {no,bf16,fp16}" in capsys.readouterr().out
 
 
-def test_mixed_precision_reaches_the_loop(tmp_path):
-    # a process of its own, as `zoo train` runs: accelerate fixes one mixed precision per process, and the
-    # other tests here have already trained in float32
-    out = tmp_path / "bf16"
-    cmd = [sys.executable, "-m", "zoo", "train", "vq-shapes", "--out", str(out), "--steps", "2",
-           "--mixed-precision", "bf16", *TOY]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "'mixed_precision': 'bf16'" in (out / "train.log").read_text()
+def test_mixed_precision_reaches_the_loop(tmp_path, monkeypatch):
+    # accelerate keeps one state (and so one mixed precision) per process, made by the first Accelerator: the
+    # other tests here have already trained in float32, so the state is reset around this run, as
+    # accelerate's own tests do, and the loop's autocast is watched from inside
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    autocast, seen = Accelerator.autocast, []
+
+    @contextlib.contextmanager
+    def watched(self, *args, **kwargs):
+        with autocast(self, *args, **kwargs):
+            seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+            yield
+
+    monkeypatch.setattr(Accelerator, "autocast", watched)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        assert zoo_main(["train", "vq-shapes", "--out", str(tmp_path / "bf16"), "--steps", "2",
+                         "--mixed-precision", "bf16", *TOY]) == 0
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert seen == [torch.bfloat16, torch.bfloat16]
+    assert "'mixed_precision': 'bf16'" in (tmp_path / "bf16" / "train.log").read_text()
 
 
 def _training_outputs():

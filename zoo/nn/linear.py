@@ -103,7 +103,8 @@ def time_kernels(rows: int, out_features: int, in_features: int, bias: bool = Fa
     g = torch.Generator().manual_seed(0)  # a local stream: timing leaves the caller's random state alone
     with torch.no_grad():
         x = torch.randn(rows, in_features, generator=g)
-        weights = torch.randn(copies, out_features, in_features, generator=g)
+        # copies of one random weight: a copy costs a memcpy, a fresh draw takes 10x as long (most of the timing)
+        weights = torch.randn(out_features, in_features, generator=g).repeat(copies, 1, 1)
         b = torch.randn(out_features, generator=g) if bias else None
         return {"mkl": _median_seconds([lambda w=w: F.linear(x, w, b) for w in weights]),
                 "onednn": _median_seconds([lambda w=w: _onednn_cpu(x, w, b) for w in weights])}
