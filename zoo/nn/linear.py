@@ -10,17 +10,18 @@ one or two rows and oneDNN 2x faster for a 16384 x 384 output head. No rule by v
 
 So the first time a weight shape meets a row count (rounded up to a power of two, at most
 `MEASURED_ROWS`; weights of at least `MEASURED_WEIGHT` elements), both kernels are timed on random
-tensors of that shape, sweeping over copies of the weight that add up to `SWEEP_BYTES` (32 MB, about
-the weights of a small model), so the weights come from where a decode step reads them: from memory on
-a CPU with a small last-level cache, from the cache on one that holds them (a Xeon's 260 MB L3). The
-choice is kept for the process. oneDNN is taken only when its time is under `MIN_GAIN` x MKL's, so
-near-ties keep PyTorch's default and the choice does not flip from run to run. Larger products
-(prefill, evaluation) and tiny weights use F.linear. `zoo.nn.kernel_table()` lists the choices made;
-the environment variable ZOO_CPU_LINEAR=mkl|onednn forces one kernel for the process (`auto`, or
-unset, measures) and `zoo.nn.cpu_kernel(mode)` does so within a block. Same weights, same
-layout, same results up to float rounding; training, GPUs and other dtypes always use F.linear. Under
-torch.compile the choice is made while tracing (a constant of the graph) and the oneDNN call is a
-library op, opaque to inductor, which fuses everything around it.
+tensors of that shape, sweeping over copies of the weight that add up to `SWEEP_BYTES` (32 MB, about the
+weights of a small model), so the weights come from where a decode step reads them: from memory on a CPU
+with a small last-level cache, from the cache on one that holds them (a Xeon's 260 MB L3); with many
+rows, a sweep ends at `SWEEP_FLOPS` of arithmetic (compute-bound: where the weights come from hardly
+matters). The choice is kept for the process. oneDNN is taken only when its time is under `MIN_GAIN` x
+MKL's, so near-ties keep PyTorch's default and the choice does not flip from run to run. Larger products
+(prefill, evaluation) and tiny weights use F.linear. `zoo.nn.kernel_table()` lists the choices made; the
+environment variable ZOO_CPU_LINEAR=mkl|onednn forces one kernel for the process (`auto`, or unset,
+measures) and `zoo.nn.cpu_kernel(mode)` does so within a block. Same weights, same layout, same results
+up to float rounding; training, GPUs and other dtypes always use F.linear. Under torch.compile the
+choice is made while tracing (a constant of the graph) and the oneDNN call is a library op, opaque to
+inductor, which fuses everything around it.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ MEASURED_ROWS = 128  # products with more rows than this are compute-bound: F.li
 MEASURED_WEIGHT = 1 << 16  # weights with fewer elements (256 KB) are bound by call overhead: F.linear
 MIN_GAIN = 0.9  # oneDNN is chosen when its time is under MIN_GAIN x MKL's
 SWEEP_BYTES = 32 << 20  # weights read per timed sweep: about a small model's (cached where it would be)
+SWEEP_FLOPS = 256e6  # ... or fewer copies, when this much arithmetic reads less: the product is compute-bound
 _REPEATS = 3  # timed sweeps per kernel and shape (median), after one warm-up sweep
 
 
@@ -86,10 +88,24 @@ def _median_seconds(calls) -> float:
     return statistics.median(sweeps)
 
 
+def _sweep_copies(rows: int, out_features: int, in_features: int) -> int:
+    """How many copies of a float32 [out, in] weight one timed sweep reads: `SWEEP_BYTES` of them, or fewer
+    when that much arithmetic (`SWEEP_FLOPS`) comes first; 2 to 64.
+
+    >>> _sweep_copies(1, 768, 256), _sweep_copies(128, 768, 256)
+    (42, 5)
+    """
+    weight_elements = out_features * in_features
+    copies = min(SWEEP_BYTES // (4 * weight_elements), int(SWEEP_FLOPS // (2 * rows * weight_elements)))
+    return min(max(2, copies), 64)  # at least two; few for tiny weights
+
+
 def time_kernels(rows: int, out_features: int, in_features: int, bias: bool = False) -> dict[str, float]:
     """Seconds of one float32 CPU product [rows, in] x [out, in]^T with each kernel ("mkl" is F.linear,
     "onednn" oneDNN's linear), as in decoding: each sweep reads copies of the weight that add up to
-    `SWEEP_BYTES`, so they come from memory unless the last-level cache holds that much.
+    `SWEEP_BYTES`, so they come from memory unless the last-level cache holds that much. With many rows a
+    sweep stops at `SWEEP_FLOPS` of arithmetic instead: such a product is compute-bound, reading its weight
+    is a few percent of its time wherever the weight comes from, and a full sweep would take a second.
 
     >>> sorted(time_kernels(2, 64, 32))
     ['mkl', 'onednn']
@@ -99,7 +115,7 @@ def time_kernels(rows: int, out_features: int, in_features: int, bias: bool = Fa
                          f"{in_features}.")
     if not HAS_ONEDNN:
         raise RuntimeError("this PyTorch build has no oneDNN linear; only F.linear can run (ZOO_CPU_LINEAR=mkl).")
-    copies = min(max(2, SWEEP_BYTES // (4 * out_features * in_features)), 64)  # few for tiny weights
+    copies = _sweep_copies(rows, out_features, in_features)
     g = torch.Generator().manual_seed(0)  # a local stream: timing leaves the caller's random state alone
     with torch.no_grad():
         x = torch.randn(rows, in_features, generator=g)
