@@ -43,7 +43,7 @@ MEASURED_ROWS = 128  # products with more rows than this are compute-bound: F.li
 MEASURED_WEIGHT = 1 << 16  # weights with fewer elements (256 KB) are bound by call overhead: F.linear
 MIN_GAIN = 0.9  # oneDNN is chosen when its time is under MIN_GAIN x MKL's
 SWEEP_BYTES = 32 << 20  # weights read per timed sweep: about a small model's (cached where it would be)
-SWEEP_FLOPS = 256e6  # ... or fewer copies, when this much arithmetic reads less: the product is compute-bound
+SWEEP_FLOPS = 512e6  # ... or fewer, when this much arithmetic comes first: more than ~32 rows, compute-bound
 _REPEATS = 3  # timed sweeps per kernel and shape (median), after one warm-up sweep
 
 
@@ -93,7 +93,7 @@ def _sweep_copies(rows: int, out_features: int, in_features: int) -> int:
     when that much arithmetic (`SWEEP_FLOPS`) comes first; 2 to 64.
 
     >>> _sweep_copies(1, 768, 256), _sweep_copies(128, 768, 256)
-    (42, 5)
+    (42, 10)
     """
     weight_elements = out_features * in_features
     copies = min(SWEEP_BYTES // (4 * weight_elements), int(SWEEP_FLOPS // (2 * rows * weight_elements)))
@@ -103,9 +103,10 @@ def _sweep_copies(rows: int, out_features: int, in_features: int) -> int:
 def time_kernels(rows: int, out_features: int, in_features: int, bias: bool = False) -> dict[str, float]:
     """Seconds of one float32 CPU product [rows, in] x [out, in]^T with each kernel ("mkl" is F.linear,
     "onednn" oneDNN's linear), as in decoding: each sweep reads copies of the weight that add up to
-    `SWEEP_BYTES`, so they come from memory unless the last-level cache holds that much. With many rows a
-    sweep stops at `SWEEP_FLOPS` of arithmetic instead: such a product is compute-bound, reading its weight
-    is a few percent of its time wherever the weight comes from, and a full sweep would take a second.
+    `SWEEP_BYTES`, so they come from memory unless the last-level cache holds that much. Past ~32 rows a
+    sweep stops at `SWEEP_FLOPS` of arithmetic instead: the product is compute-bound (on a 2-core CPU doing
+    ~50 GFLOP/s and reading ~10 GB/s, the weight read is under a fifth of its time from 64 rows), and a full
+    sweep would take a second.
 
     >>> sorted(time_kernels(2, 64, 32))
     ['mkl', 'onednn']
