@@ -3,8 +3,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import huggingface_hub
@@ -47,17 +45,11 @@ def trace_compiled_path(monkeypatch, *models):
         monkeypatch.setattr(model, "_compiled_decode", None)
 
 
-def accelerate_launch(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    """`accelerate launch` two CPU processes (one thread each) on a free port (not a fixed one that another
-    process may hold); `args` is the script or `-m module` and its arguments."""
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a process group's rendezvous (not a fixed one another run may hold)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--main_process_port", str(port), "--mixed_precision", "no",
-           "--dynamo_backend", "no", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=cwd)
+        return s.getsockname()[1]
 
 
 @pytest.fixture

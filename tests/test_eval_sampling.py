@@ -1,27 +1,17 @@
 """Evaluation sampling: one image per seed, independent of batch size and process count."""
 
+import multiprocessing
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
 from pipelines import ARImagePipeline
-from tests.conftest import accelerate_launch, tiny_transformer
+from tests.conftest import free_port, tiny_transformer
 from tokenizers_visual import VQModel
 from zoo.metrics.sampling import sample_images
-
-SCRIPT = """
-import sys, torch
-from accelerate import PartialState
-from pipelines import ARImagePipeline
-from zoo.metrics.sampling import sample_images
-from zoo.utils.distributed import cpu_processes, end_processes
-pipe = ARImagePipeline.from_pretrained(sys.argv[1])
-images = sample_images(pipe, [0, 1, 2, 3, 4], batch_size=2, seed=7, progress=False)
-if PartialState(cpu=cpu_processes()).is_main_process:
-    torch.save(images, sys.argv[2])
-end_processes()
-"""
+from zoo.utils.distributed import end_processes
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +38,35 @@ def test_bad_arguments(pipe):
         sample_images(pipe, [])
 
 
+def _sample_as_rank(pipe, rank: int, port: int, out: Path):
+    """One of two forked processes, set up as `accelerate launch --num_processes 2` sets up its processes."""
+    from accelerate import PartialState
+
+    torch.set_num_threads(1)  # a forked child must not reuse its parent's OpenMP threads
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    PartialState._reset_state()  # the parent's one-process state came along with the fork
+    images = sample_images(pipe, [0, 1, 2, 3, 4], batch_size=2, seed=7, progress=False)
+    torch.save({"images": images, "processes": PartialState().num_processes}, out / f"rank{rank}.pt")
+    end_processes()
+
+
 def test_two_processes_give_the_same_images(pipe, tmp_path):
-    pipe.save_pretrained(tmp_path / "pipe")
-    (tmp_path / "sample.py").write_text(SCRIPT)
-    result = accelerate_launch(str(tmp_path / "sample.py"), str(tmp_path / "pipe"), str(tmp_path / "images.pt"),
-                               cwd=os.getcwd())
-    assert result.returncode == 0, result.stderr[-3000:]
+    # forked, not launched: the processes start with torch and zoo imported (a launch spends ~25 s importing);
+    # tests/test_train.py runs `accelerate launch` itself
+    port = free_port()
+    fork = multiprocessing.get_context("fork")
+    processes = [fork.Process(target=_sample_as_rank, args=(pipe, rank, port, tmp_path)) for rank in (0, 1)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [process.exitcode for process in processes] == [0, 0]
     expected = sample_images(pipe, [0, 1, 2, 3, 4], batch_size=2, seed=7, progress=False)
-    torch.testing.assert_close(torch.load(tmp_path / "images.pt"), expected, atol=1e-5, rtol=0)
+    for rank in (0, 1):  # each process drew its share, and holds all images, gathered
+        result = torch.load(tmp_path / f"rank{rank}.pt")
+        assert result["processes"] == 2
+        torch.testing.assert_close(result["images"], expected, atol=1e-5, rtol=0)
 
 
 def test_end_processes_closes_an_open_group_and_is_a_no_op_without_one(tmp_path):

@@ -2,11 +2,14 @@
 
 import contextlib
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from tests.conftest import accelerate_launch
+from tests.conftest import free_port
 from tokenizers_visual import VQModel
 from zoo.cli import main as zoo_main
 from zoo.train import RECIPES
@@ -43,7 +46,11 @@ def test_ema_weights_are_what_is_saved(tmp_path):
 
 def test_two_process_accelerate_launch(tmp_path):
     out = tmp_path / "ddp"
-    result = accelerate_launch("-m", "zoo", "train", "vq-shapes", "--out", str(out), "--steps", "3", *TOY)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--main_process_port", str(free_port()), "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "zoo", "train", "vq-shapes", "--out", str(out), "--steps", "3", *TOY]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es)" in (out / "train.log").read_text()
     assert (out / "model" / "config.json").is_file()
