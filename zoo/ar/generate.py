@@ -238,11 +238,20 @@ def generate_steps(
             vocab = torch.arange(vocab_size, device=device)
             probs_out[:, :num_given] = (tokens[:, :num_given, None] == vocab).float()
 
-    def sample_fn(logits: torch.Tensor) -> torch.Tensor:
-        """logits [R, k, V] -> tokens [B, k]: guidance, filtering, sampling, bookkeeping."""
-        start, k = state["produced"], logits.shape[1]
+    def sample_fn(logits: torch.Tensor | None, forced: torch.Tensor | None = None) -> torch.Tensor:
+        """logits [R, k, V] -> tokens [B, k]: guidance, filtering, sampling, bookkeeping. forced: tokens [B, k]
+        the step emits as they are (e.g. START of a stream not yet due), recorded as given tokens are; no
+        logits needed and no random numbers drawn."""
+        start = state["produced"]
+        k = forced.shape[1] if forced is not None else logits.shape[1]
         if start + k > num_tokens:
             raise RuntimeError(f"the step emitted {start + k} tokens, more than the {num_tokens} asked for.")
+        if forced is not None:
+            tokens[:, start:start + k] = forced
+            if probs_out is not None:
+                probs_out[:, start:start + k] = (forced[..., None] == torch.arange(vocab_size, device=device)).float()
+            state["produced"] = start + k
+            return forced
         if use_cfg:
             index = torch.arange(start, start + k, device=device)
             logits = apply_guidance(logits, guidance(index, num_tokens, state["step"], num_steps).to(logits.dtype))

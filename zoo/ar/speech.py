@@ -185,16 +185,21 @@ class DepthTransformer(nn.Module):
         weight = self.body.head.weight.view(Q, self.num_outputs, -1)
         return torch.einsum("nqd,qvd->nqv", h, weight).float()
 
-    def sample(self, hidden: torch.Tensor, choose, compile: bool = False) -> torch.Tensor:
-        """hidden [R, input_size] -> tokens [R, Q]: step k's logits [R, 1, num_outputs] go to
+    def sample(self, hidden: torch.Tensor, choose, compile: bool = False, num_steps: int | None = None) -> torch.Tensor:
+        """hidden [R, input_size] -> tokens [R, num_steps]: step k's logits [R, 1, num_outputs] go to
         choose(k, logits) -> the token [R, 1] that step k + 1 reads (sampling, CFG and forcing live there).
-        compile=True runs each step's body through `ARTransformer.decode_step(compile=True)` (Moshi runs its
-        depth transformer under CUDA graphs: Q small steps per frame are launch-bound)."""
+        num_steps: the first codebooks only (default all Q), when the caller knows the rest (streams not yet
+        due, whose tokens are START whatever the model says). compile=True runs each step's body through
+        `ARTransformer.decode_step(compile=True)` (Moshi runs its depth transformer under CUDA graphs: Q small
+        steps per frame are launch-bound)."""
+        num_steps = self.num_codebooks if num_steps is None else num_steps
+        if not 0 <= num_steps <= self.num_codebooks:
+            raise ValueError(f"num_steps must be in 0..{self.num_codebooks}, got {num_steps}.")
         R = hidden.shape[0]
         self.body.setup_cache(R, self.num_codebooks, device=hidden.device, dtype=hidden.dtype)
         decode = self.body.decode_step(compile)
-        out = []
-        for k in range(self.num_codebooks):
+        out = [hidden.new_empty(R, 0, dtype=torch.long)]
+        for k in range(num_steps):
             x = self._step_input(hidden, k)[:, None]  # [R, 1, D]
             if k:
                 x = x + self._token_embedding(out[-1], k - 1)
@@ -567,7 +572,14 @@ class FrameStep:
             tokens_out.append(token)
             return torch.cat([token] * (R // B))
 
-        self.model.depth.sample(hidden, choose, compile=self.compile)
+        # the streams after the last one due by this frame are START: the depth transformer stops before them
+        # (with a text stream's lead, most of each early frame's steps; Moshi's delays: frame 0's acoustic ones)
+        due = [k for k, delay in enumerate(model.delays) if delay <= frame]
+        live = due[-1] + 1 if due else 0
+        self.model.depth.sample(hidden, choose, compile=self.compile, num_steps=live)
+        if live < model.num_streams:
+            tokens_out.append(sample_fn(None, forced=torch.full((B, model.num_streams - live), model.start_id,
+                                                                dtype=torch.long, device=hidden.device)))
         tokens = torch.cat(tokens_out, dim=1)
         if model.delays[semantic] <= frame:
             self.ended = ended | (tokens[:, semantic] == model.end_id)
