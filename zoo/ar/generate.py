@@ -62,7 +62,8 @@ class NextTokenStep:
         return num_prefix + num_tokens - 1
 
     def sample(self, model, hidden: torch.Tensor, sample_fn) -> torch.Tensor:
-        """hidden [R, n, D] of the newest positions -> tokens [B, k] (sample_fn does CFG and sampling)."""
+        """hidden [R, n, D] of the newest positions -> tokens [B, k]. sample_fn(logits [R, k, V]) does CFG and
+        sampling; sample_fn(None, forced=tokens [B, k]) emits tokens a step already knows (no sampling)."""
         return sample_fn(model.logits(hidden[:, -1:]))
 
     def embed(self, model, tokens: torch.Tensor) -> torch.Tensor:
