@@ -88,4 +88,3 @@ def saved_pipeline(tmp_path):
     pipe.save_pretrained(tmp_path / "pipe")
     yield pipe, tmp_path / "pipe"
     shutil.rmtree(tmp_path / "pipe", ignore_errors=True)
-

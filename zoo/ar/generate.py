@@ -233,11 +233,17 @@ def generate_steps(
     vocab_size = getattr(step, "vocab_size", model.config.vocab_size)  # what the step samples from
     probs_out = torch.empty(B, num_tokens, vocab_size, device=device) if return_probs else None
     state = {"produced": num_given, "step": 0}
+
+    def record_given(start: int, given: torch.Tensor):
+        """Tokens [B, k] not sampled (the prompt, a step's forced ones) at start: a given token had probability
+        1 (an input-only id, e.g. START, none)."""
+        end = start + given.shape[1]
+        tokens[:, start:end] = given
+        if probs_out is not None:
+            probs_out[:, start:end] = (given[..., None] == torch.arange(vocab_size, device=device)).float()
+
     if num_given:
-        tokens[:, :num_given] = prompt_tokens.to(device)
-        if probs_out is not None:  # a given token had probability 1 (an input-only id, e.g. START, none)
-            vocab = torch.arange(vocab_size, device=device)
-            probs_out[:, :num_given] = (tokens[:, :num_given, None] == vocab).float()
+        record_given(0, prompt_tokens.to(device))
 
     def sample_fn(logits: torch.Tensor | None, forced: torch.Tensor | None = None) -> torch.Tensor:
         """logits [R, k, V] -> tokens [B, k]: guidance, filtering, sampling, bookkeeping. forced: tokens [B, k]
@@ -248,9 +254,7 @@ def generate_steps(
         if start + k > num_tokens:
             raise RuntimeError(f"the step emitted {start + k} tokens, more than the {num_tokens} asked for.")
         if forced is not None:
-            tokens[:, start:start + k] = forced
-            if probs_out is not None:
-                probs_out[:, start:start + k] = (forced[..., None] == torch.arange(vocab_size, device=device)).float()
+            record_given(start, forced)
             state["produced"] = start + k
             return forced
         if use_cfg:
