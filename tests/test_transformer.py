@@ -136,8 +136,42 @@ def test_cpu_linear_choice_is_measured_once_per_shape_and_only_for_few_rows(monk
         lin.linear(torch.randn(3, 16), torch.randn(48, 16))  # a weight under MEASURED_WEIGHT: not timed
         fake = {"mkl": 1.0, "onednn": 0.95}  # within MIN_GAIN: PyTorch's default is kept
         lin.linear(torch.randn(1, 1, 32), weight)  # [1, 1, 32]: one row
-    assert timed == [(4, 48, 32, False), (1, 48, 32, False)]
-    assert lin.kernel_table() == {(4, 48, 32, False): "onednn", (1, 48, 32, False): "mkl"}
+    assert timed == [(4, 48, 32, False, False), (1, 48, 32, False, False)]  # eager code: no generated loop
+    assert lin.kernel_table() == {(4, 48, 32, False, False): "onednn", (1, 48, 32, False, False): "mkl"}
+
+
+def test_compiled_code_takes_the_generated_loop_only_when_it_is_measured_clearly_faster(monkeypatch):
+    import importlib
+
+    lin = importlib.import_module("zoo.nn.linear")
+    monkeypatch.setattr(lin, "_CHOICES", {})
+    cases = {  # timings -> the kernel kept: a kernel must beat the one chosen so far by MIN_GAIN
+        (1, 64, 32, False, True): ({"mkl": 1.0, "onednn": 0.5, "reduce": 0.25}, "reduce"),
+        (2, 64, 32, False, True): ({"mkl": 1.0, "onednn": 0.5, "reduce": 0.48}, "onednn"),
+        (4, 64, 32, False, True): ({"mkl": 1.0, "onednn": 0.95, "reduce": 0.85}, "reduce"),
+        (8, 64, 32, False, True): ({"mkl": 1.0, "reduce": 0.95}, "mkl"),  # no oneDNN in this build
+    }
+    monkeypatch.setattr(lin, "time_kernels", lambda *key: cases[key][0])
+    for key, (_, kernel) in cases.items():
+        assert lin._measured_kernel(*key) == kernel
+    assert lin.kernel_table() == {key: kernel for key, (_, kernel) in cases.items()}
+
+
+def test_the_generated_loop_compiles_to_the_product(monkeypatch):
+    """Real inductor (seconds): `linear` traced with the generated loop chosen, and its measurement probe."""
+    import importlib
+
+    lin = importlib.import_module("zoo.nn.linear")
+    x, weight, bias = torch.randn(1, 1, 40), torch.randn(24, 40), torch.randn(24)
+    monkeypatch.setattr(lin, "_CHOICES", {(1, 24, 40, True, True): "reduce"})
+    monkeypatch.setattr(lin, "MEASURED_WEIGHT", 1)
+    torch._dynamo.reset()
+    with torch.no_grad(), lin.cpu_kernel("auto"):
+        compiled = torch.compile(lambda x: lin.linear(x, weight, bias), fullgraph=True)
+        torch.testing.assert_close(compiled(x), torch.nn.functional.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
+    seconds = lin.time_kernels(1, 24, 40, compiled=True)
+    assert set(seconds) >= {"mkl", "reduce"} and all(s > 0 for s in seconds.values())
+    assert "reduce" not in lin.time_kernels(lin.REDUCE_ROWS + 1, 24, 40, compiled=True)
 
 
 def test_time_kernels_times_both_kernels_and_checks_its_shape():

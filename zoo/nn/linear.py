@@ -1,27 +1,34 @@
-"""`Linear`: nn.Linear whose CPU inference matmul takes the faster of two float32 kernels, as measured.
+"""`Linear`: nn.Linear whose CPU inference matmul takes the fastest of its float32 kernels, as measured.
 
 The few-row products of AR decoding are memory-bound, and which float32 kernel reads the weights
 fastest depends on the CPU and on the shape, so zoo measures instead of guessing. The candidates are
-MKL's sgemm (what F.linear calls on CPU) and oneDNN's linear (the kernel inductor's CPU backend uses
-for frozen weights). On 2-core machines (benchmarks/ar_engine.py): on a Xeon MKL was the faster (a
-1.8 ms vs 3.1 ms compiled batch-1 decode step); on one AMD EPYC MKL reached a third of oneDNN's speed;
-on another (Zen 1), reading the weights from memory, MKL was 1.2-1.5x faster for a 768 x 256 weight at
-one or two rows and oneDNN 2x faster for a 16384 x 384 output head. No rule by vendor holds for all.
+MKL's sgemm (what F.linear calls on CPU), oneDNN's linear (the kernel inductor's CPU backend uses
+for frozen weights) and, in code that torch.compile traces, the product written as one multiply-sum
+(`reduce_linear`) that inductor turns into its own vectorised loop: a GEMV that reads each weight
+element once for all rows, with no library call. On 2-core machines (benchmarks/ar_engine.py): on a
+Xeon MKL was the faster library (a 1.8 ms vs 3.1 ms compiled batch-1 decode step); on one AMD EPYC MKL
+reached a third of oneDNN's speed; on another (Zen 1), reading the weights from memory, MKL was
+1.2-1.5x faster for a 768 x 256 weight at one or two rows and oneDNN 2x faster for a 16384 x 384 output
+head, and inductor's loop read 68 MB of decode weights at 15.5 GB/s against 7-8 GB/s for either library
+at one row (from two rows on, see `REDUCE_ROWS`). No rule by vendor holds for all.
 
 So the first time a weight shape meets a row count (rounded up to a power of two, at most
-`MEASURED_ROWS`; weights of at least `MEASURED_WEIGHT` elements), both kernels are timed on random
+`MEASURED_ROWS`; weights of at least `MEASURED_WEIGHT` elements), the kernels are timed on random
 tensors of that shape, sweeping over copies of the weight that add up to `SWEEP_BYTES` (32 MB, about the
 weights of a small model), so the weights come from where a decode step reads them: from memory on a CPU
 with a small last-level cache, from the cache on one that holds them (a Xeon's 260 MB L3); with many
 rows, a sweep ends at `SWEEP_FLOPS` of arithmetic (compute-bound: where the weights come from hardly
-matters). The choice is kept for the process. oneDNN is taken only when its time is under `MIN_GAIN` x
-MKL's, so near-ties keep PyTorch's default and the choice does not flip from run to run. Larger products
-(prefill, evaluation) and tiny weights use F.linear. `zoo.nn.kernel_table()` lists the choices made; the
-environment variable ZOO_CPU_LINEAR=mkl|onednn forces one kernel for the process (`auto`, or unset,
-measures) and `zoo.nn.cpu_kernel(mode)` does so within a block. Same weights, same layout, same results
-up to float rounding; training, GPUs and other dtypes always use F.linear. Under torch.compile the
-choice is made while tracing (a constant of the graph) and the oneDNN call is a library op, opaque to
-inductor, which fuses everything around it.
+matters). The choice is kept for the process, apart for eager and compiled code (only compiled code
+can run the generated loop, which is timed through one small compiled probe with dynamic shapes,
+compiled once per process). A kernel replaces MKL only when its time is under `MIN_GAIN` x MKL's (and
+the generated loop replaces oneDNN on the same terms), so near-ties keep PyTorch's default and the choice
+does not flip from run to run. Larger products (prefill, evaluation) and tiny weights use F.linear.
+`zoo.nn.kernel_table()` lists the choices made; the environment variable ZOO_CPU_LINEAR=mkl|onednn
+forces one library kernel for the process, compiled code included (`auto`, or unset, measures) and
+`zoo.nn.cpu_kernel(mode)` does so within a block. Same weights, same layout, same results up to float
+rounding; training, GPUs and other dtypes always use F.linear. Under torch.compile the choice is made
+while tracing (a constant of the graph); the oneDNN call is a library op, opaque to inductor, which
+fuses everything around it.
 """
 
 from __future__ import annotations
@@ -36,12 +43,16 @@ import torch.nn.functional as F
 from torch import nn
 
 _ONEDNN_LINEAR = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
-HAS_ONEDNN = _ONEDNN_LINEAR is not None and torch.backends.mkldnn.is_available()  # else F.linear only
-MODES = ("auto", "mkl", "onednn")  # measure per shape, or one kernel everywhere
+HAS_ONEDNN = _ONEDNN_LINEAR is not None and torch.backends.mkldnn.is_available()  # else no "onednn" kernel
+MODES = ("auto", "mkl", "onednn")  # measure per shape, or one library kernel everywhere
 
 MEASURED_ROWS = 128  # products with more rows than this are compute-bound: F.linear, unmeasured
 MEASURED_WEIGHT = 1 << 16  # weights with fewer elements (256 KB) are bound by call overhead: F.linear
-MIN_GAIN = 0.9  # oneDNN is chosen when its time is under MIN_GAIN x MKL's
+MIN_GAIN = 0.9  # a kernel replaces the one chosen so far (MKL first) when its time is under MIN_GAIN x its
+# products of more rows than this never take the generated loop: its probe times a lone product, but in a
+# decode step inductor fused 2- and 4-row loops with their neighbours (the KV-cache write) into kernels
+# 6-10x slower than the library's (benchmarks/ar_engine.py's model: 114-120 ms a step, against ~20 eager)
+REDUCE_ROWS = 1
 SWEEP_BYTES = 32 << 20  # weights read per timed sweep: about a small model's (cached where it would be)
 SWEEP_FLOPS = 512e6  # ... or fewer, when this much arithmetic comes first: more than ~32 rows, compute-bound
 _REPEATS = 3  # timed sweeps per kernel and shape (median), after one warm-up sweep
@@ -52,11 +63,12 @@ def _kernel_mode() -> str:
     choice = os.environ.get("ZOO_CPU_LINEAR", "").lower() or "auto"
     if choice not in MODES:
         raise ValueError(f"ZOO_CPU_LINEAR={choice!r}; set it to 'mkl', 'onednn' or 'auto', or unset it.")
-    return choice if HAS_ONEDNN else "mkl"
+    return "mkl" if choice == "onednn" and not HAS_ONEDNN else choice
 
 
 _MODE = _kernel_mode()
-_CHOICES: dict[tuple[int, int, int, bool], bool] = {}  # (rows, out, in, bias) -> oneDNN is faster
+# (rows, out, in, bias, compiled) -> "mkl", "onednn" or "reduce"
+_CHOICES: dict[tuple[int, int, int, bool, bool], str] = {}
 
 
 def _onednn_cpu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -73,6 +85,34 @@ _LIBRARY.impl("onednn_linear", _onednn_cpu, "CPU")
 @torch.library.register_fake("zoo::onednn_linear")
 def _(x, weight, bias):
     return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
+def reduce_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear written as one multiply-sum, for code that torch.compile traces: inductor fuses it into a
+    loop over the weight's rows that reads each element once for all of x's rows (a generated GEMV).
+    Run eagerly it would build an [out, in, rows] tensor; `linear` calls it only while compiling.
+
+    >>> x, w = torch.randn(2, 3, 8), torch.randn(5, 8)
+    >>> torch.allclose(reduce_linear(x, w), torch.nn.functional.linear(x, w), atol=1e-5)
+    True
+    """
+    rows = x.reshape(-1, x.shape[-1])  # [R, in]
+    y = (weight.unsqueeze(-1) * rows.T).sum(1).T  # [out, in, R] summed over in -> [R, out]
+    if bias is not None:
+        y = y + bias
+    return y.reshape(*x.shape[:-1], weight.shape[0])
+
+
+_REDUCE_PROBE = None
+
+
+def _time_reduce(x: torch.Tensor, weights: torch.Tensor) -> float:
+    """Seconds per weight of the generated loop over `weights` [copies, out, in]: one compiled call reads
+    them all (a per-weight call would time dynamo's guards, which a compiled graph does not pay)."""
+    global _REDUCE_PROBE
+    if _REDUCE_PROBE is None:  # dynamic shapes: one compilation serves every shape (a second for one row)
+        _REDUCE_PROBE = torch.compile(lambda x, w: (w.unsqueeze(-1) * x.T).sum(2), dynamic=True)
+    return _median_seconds([lambda: _REDUCE_PROBE(x, weights)]) / len(weights)
 
 
 def _median_seconds(calls) -> float:
@@ -100,13 +140,15 @@ def _sweep_copies(rows: int, out_features: int, in_features: int) -> int:
     return min(max(2, copies), 64)  # at least two; few for tiny weights
 
 
-def time_kernels(rows: int, out_features: int, in_features: int, bias: bool = False) -> dict[str, float]:
+def time_kernels(rows: int, out_features: int, in_features: int, bias: bool = False,
+                 compiled: bool = False) -> dict[str, float]:
     """Seconds of one float32 CPU product [rows, in] x [out, in]^T with each kernel ("mkl" is F.linear,
-    "onednn" oneDNN's linear), as in decoding: each sweep reads copies of the weight that add up to
-    `SWEEP_BYTES`, so they come from memory unless the last-level cache holds that much. Past ~32 rows a
-    sweep stops at `SWEEP_FLOPS` of arithmetic instead: the product is compute-bound (on a 2-core CPU doing
-    ~50 GFLOP/s and reading ~10 GB/s, the weight read is under a fifth of its time from 64 rows), and a full
-    sweep would take a second.
+    "onednn" oneDNN's linear where PyTorch has it, and with compiled=True for at most `REDUCE_ROWS` rows
+    "reduce", inductor's loop from `reduce_linear`), as in decoding: each sweep reads copies of the weight that add up to `SWEEP_BYTES`, so
+    they come from memory unless the last-level cache holds that much. Past ~32 rows a sweep stops at
+    `SWEEP_FLOPS` of arithmetic instead: the product is compute-bound (on a 2-core CPU doing ~50 GFLOP/s
+    and reading ~10 GB/s, the weight read is under a fifth of its time from 64 rows), and a full sweep
+    would take a second. The first compiled=True call compiles the loop's probe (seconds).
 
     >>> sorted(time_kernels(2, 64, 32))
     ['mkl', 'onednn']
@@ -114,8 +156,6 @@ def time_kernels(rows: int, out_features: int, in_features: int, bias: bool = Fa
     if min(rows, out_features, in_features) < 1:
         raise ValueError(f"rows, out_features and in_features must be >= 1, got {rows}, {out_features}, "
                          f"{in_features}.")
-    if not HAS_ONEDNN:
-        raise RuntimeError("this PyTorch build has no oneDNN linear; only F.linear can run (ZOO_CPU_LINEAR=mkl).")
     copies = _sweep_copies(rows, out_features, in_features)
     g = torch.Generator().manual_seed(0)  # a local stream: timing leaves the caller's random state alone
     with torch.no_grad():
@@ -123,36 +163,45 @@ def time_kernels(rows: int, out_features: int, in_features: int, bias: bool = Fa
         # copies of one random weight: a copy costs a memcpy, a fresh draw takes 10x as long (most of the timing)
         weights = torch.randn(out_features, in_features, generator=g).repeat(copies, 1, 1)
         b = torch.randn(out_features, generator=g) if bias else None
-        return {"mkl": _median_seconds([lambda w=w: F.linear(x, w, b) for w in weights]),
-                "onednn": _median_seconds([lambda w=w: _onednn_cpu(x, w, b) for w in weights])}
+        seconds = {"mkl": _median_seconds([lambda w=w: F.linear(x, w, b) for w in weights])}
+        if HAS_ONEDNN:
+            seconds["onednn"] = _median_seconds([lambda w=w: _onednn_cpu(x, w, b) for w in weights])
+        if compiled and rows <= REDUCE_ROWS:  # the bias add is one more pass over the output, left out
+            seconds["reduce"] = _time_reduce(x, weights)
+    return seconds
 
 
 @torch.compiler.assume_constant_result
-def _onednn_is_faster(rows: int, out_features: int, in_features: int, bias: bool) -> bool:
+def _measured_kernel(rows: int, out_features: int, in_features: int, bias: bool, compiled: bool) -> str:
     """The kept choice for one shape, measured on first use (also while torch.compile traces: a constant)."""
-    key = (rows, out_features, in_features, bias)
+    key = (rows, out_features, in_features, bias, compiled)
     if key not in _CHOICES:
         seconds = time_kernels(*key)
-        _CHOICES[key] = seconds["onednn"] < MIN_GAIN * seconds["mkl"]
+        chosen = "mkl"
+        for kernel in ("onednn", "reduce"):
+            if kernel in seconds and seconds[kernel] < MIN_GAIN * seconds[chosen]:
+                chosen = kernel
+        _CHOICES[key] = chosen
     return _CHOICES[key]
 
 
-def kernel_table() -> dict[tuple[int, int, int, bool], str]:
-    """The kernels chosen so far in this process: (rows, out, in, bias) -> "mkl" or "onednn".
+def kernel_table() -> dict[tuple[int, int, int, bool, bool], str]:
+    """The kernels chosen so far in this process: (rows, out, in, bias, compiled) -> "mkl", "onednn" or
+    "reduce" (compiled code only).
 
     >>> with torch.no_grad():
     ...     y = linear(torch.randn(2, 512), torch.randn(512, 512))  # measured on first use
-    >>> kernel_table()[(2, 512, 512, False)] in ("mkl", "onednn")
+    >>> kernel_table()[(2, 512, 512, False, False)] in ("mkl", "onednn")
     True
     """
-    return {key: "onednn" if faster else "mkl" for key, faster in _CHOICES.items()}
+    return dict(_CHOICES)
 
 
 @contextmanager
 def cpu_kernel(mode: str):
     """Within the block, float32 CPU inference products use `mode`: "mkl" (F.linear), "onednn", or "auto"
     (the measured choice), as ZOO_CPU_LINEAR does for a whole process; for comparisons such as
-    benchmarks/ar_engine.py. Code compiled with torch.compile keeps the kernels it was traced with.
+    benchmarks/ar_engine.py. torch.compile traces the mode in force at its call (a change recompiles).
 
     >>> with cpu_kernel("mkl"):
     ...     y = linear(torch.randn(2, 8), torch.randn(4, 8))
@@ -160,8 +209,8 @@ def cpu_kernel(mode: str):
     global _MODE
     if mode not in MODES:
         raise ValueError(f"mode must be 'auto', 'mkl' or 'onednn', got {mode!r}.")
-    if mode != "mkl" and not HAS_ONEDNN:
-        raise RuntimeError("this PyTorch build has no oneDNN linear; only mode='mkl' can run.")
+    if mode == "onednn" and not HAS_ONEDNN:
+        raise RuntimeError("this PyTorch build has no oneDNN linear; use mode='mkl' or 'auto'.")
     before, _MODE = _MODE, mode
     try:
         yield
@@ -173,19 +222,24 @@ def _rows_bucket(rows: int) -> int:
     return 1 << max(rows - 1, 0).bit_length()
 
 
-def _use_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+def _kernel(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> str:
     if _MODE != "auto":
-        return _MODE == "onednn"
+        return _MODE
     rows = x.numel() // x.shape[-1]
     if rows > MEASURED_ROWS or weight.numel() < MEASURED_WEIGHT:
-        return False
-    return _onednn_is_faster(_rows_bucket(rows), weight.shape[0], weight.shape[1], bias is not None)
+        return "mkl"
+    return _measured_kernel(_rows_bucket(rows), weight.shape[0], weight.shape[1], bias is not None,
+                            torch.compiler.is_compiling())
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear, or oneDNN's linear where it was measured faster (float32 CPU inference only)."""
-    if (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
-            and x.numel() > 0 and _use_onednn(x, weight, bias)):
+    """F.linear, or the kernel measured faster (float32 CPU inference only; see the module's docstring)."""
+    if x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_grad_enabled() or x.numel() == 0:
+        return F.linear(x, weight, bias)
+    kernel = _kernel(x, weight, bias)
+    if kernel == "reduce":
+        return reduce_linear(x, weight, bias)
+    if kernel == "onednn":
         if torch.compiler.is_compiling():
             return torch.ops.zoo.onednn_linear(x, weight, bias)
         return _onednn_cpu(x, weight, bias)
