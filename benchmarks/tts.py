@@ -21,6 +21,7 @@ the same texts, real-time factor (generation + decoding wall time / audio durati
 first audio (stream=True, 2-frame chunks), medians over `--speed-utterances` texts.
 Compiled rows (`--compile`): plain decoding and each schedule timed again with compile=True (torch.compile of
 the backbone's and the depth transformer's decode steps; the warm-up call compiles), in the same run.
+The decodings of `--tts` (plain, schedules, compiled) take turns text by text when timed.
 """
 
 from __future__ import annotations
@@ -79,22 +80,26 @@ def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def speed_row(pipe, texts: list[str], limits: list[float], schedule, **options) -> dict:
-    """Median real-time factor and time to first audio over `texts` (batch 1; one warm-up call first)."""
-    pipe(texts[0], max_seconds=1.0, mctp_schedule=schedule, generator=torch.Generator().manual_seed(0), **options)
-    rtfs, first_audio = [], []
+def speed_rows(pipe, texts: list[str], limits: list[float], systems: list[tuple]) -> list[dict]:
+    """Median real-time factor and time to first audio over `texts` (batch 1) for each system (mctp_schedule,
+    options): one warm-up call each (a compiled one compiles), then the systems take turns text by text, so
+    a machine whose speed drifts during the run slows them alike."""
+    for schedule, options in systems:
+        pipe(texts[0], max_seconds=1.0, mctp_schedule=schedule, generator=torch.Generator().manual_seed(0), **options)
+    rtfs, first_audio = [[] for _ in systems], [[] for _ in systems]
     for i, (text, limit) in enumerate(zip(texts, limits)):
-        start = time.perf_counter()
-        audio = pipe(text, generator=torch.Generator().manual_seed(i), mctp_schedule=schedule, max_seconds=limit,
-                     **options).audios[0]
-        rtfs.append((time.perf_counter() - start) / max(len(audio) / SAMPLE_RATE, 1e-3))
-        start = time.perf_counter()
-        stream = pipe(text, generator=torch.Generator().manual_seed(i), mctp_schedule=schedule, stream=True,
-                      chunk_frames=2, **options)
-        next(stream)
-        first_audio.append(time.perf_counter() - start)
-        stream.close()
-    return {"rtf": statistics.median(rtfs), "first_audio_s": statistics.median(first_audio)}
+        for j, (schedule, options) in enumerate(systems):
+            start = time.perf_counter()
+            audio = pipe(text, generator=torch.Generator().manual_seed(i), mctp_schedule=schedule, max_seconds=limit,
+                         **options).audios[0]
+            rtfs[j].append((time.perf_counter() - start) / max(len(audio) / SAMPLE_RATE, 1e-3))
+            start = time.perf_counter()
+            stream = pipe(text, generator=torch.Generator().manual_seed(i), mctp_schedule=schedule, stream=True,
+                          chunk_frames=2, **options)
+            next(stream)
+            first_audio[j].append(time.perf_counter() - start)
+            stream.close()
+    return [{"rtf": statistics.median(r), "first_audio_s": statistics.median(f)} for r, f in zip(rtfs, first_audio)]
 
 
 def main(argv=None) -> int:
@@ -139,8 +144,8 @@ def main(argv=None) -> int:
     audios = [data[i]["audio"] for i in range(len(data))]
     original = quality_row("espeak-ng originals", audios, texts, recognizer)
     rows = [original]
-    plain = {**quality_row(f"{args.tts} (plain decoding)", say_all(pipe, texts, limits, None, **options), texts,
-                           recognizer), **speed_row(pipe, texts[:n], limits[:n], None, **options)}
+    plain = quality_row(f"{args.tts} (plain decoding)", say_all(pipe, texts, limits, None, **options), texts,
+                        recognizer)  # its speed comes below, timed in turns with the MCTP and compiled rows
     rows.append(plain)
     variants, loaded = {}, {}  # the same recipe with one thing changed: its row (for the claims below); its pipeline
     for what, source in [("acoustic-only codec", args.ablation), ("phoneme input", args.phonemes),
@@ -151,7 +156,7 @@ def main(argv=None) -> int:
             loaded[source] = variant
             said = say_all(variant, texts, limits, None, **options)
             variants[what] = {**quality_row(f"{source} ({what})", said, texts, recognizer),
-                              **speed_row(variant, texts[:n], limits[:n], None, **options)}
+                              **speed_rows(variant, texts[:n], limits[:n], [(None, options)])[0]}
             rows.append(variants[what])
     codecs = {args.tts: pipe}  # one reconstruction row per distinct codec (weights and codebooks)
     for source, variant in loaded.items():
@@ -168,13 +173,15 @@ def main(argv=None) -> int:
                                                   said, texts, recognizer)
         rows.append(sampled[temperature, top_k])
     schedules = args.schedules if len(pipe.lm.mctp) else []
-    for schedule in schedules:
-        said = say_all(pipe, texts, limits, schedule, **options)
-        rows.append({**quality_row(f"{args.tts} (MCTP {schedule})", said, texts, recognizer),
-                     **speed_row(pipe, texts[:n], limits[:n], schedule, **options)})
-    compiled = [{"system": f"{args.tts} ({'plain decoding' if schedule is None else f'MCTP {schedule}'}, torch.compile)",
-                 **speed_row(pipe, texts[:n], limits[:n], schedule, **options, compile=True)}
+    mctp_rows = [quality_row(f"{args.tts} (MCTP {schedule})", say_all(pipe, texts, limits, schedule, **options),
+                             texts, recognizer) for schedule in schedules]
+    rows += mctp_rows
+    compiled = [{"system": f"{args.tts} ({'plain decoding' if schedule is None else f'MCTP {schedule}'}, torch.compile)"}
                 for schedule in ([None, *schedules] if args.compile else [])]
+    timed = [(schedule, options) for schedule in [None, *schedules]]
+    timed += [(schedule, {**options, "compile": True}) for schedule in ([None, *schedules] if args.compile else [])]
+    for row, speed in zip([plain, *mctp_rows, *compiled], speed_rows(pipe, texts[:n], limits[:n], timed)):
+        row.update(speed)
 
     claims = [
         claim("generated speech: recogniser WER within 2x of its WER on the espeak-ng originals",
@@ -204,7 +211,7 @@ def main(argv=None) -> int:
                             "0.8, 250) lowers the WER against sampling the whole distribution",
                             main_row["wer"] < whole["wer"],
                             f"{100 * main_row['wer']:.1f}% vs {100 * whole['wer']:.1f}%"))
-    for row, schedule in zip(rows[-len(schedules):] if schedules else [], schedules):
+    for row, schedule in zip(mctp_rows, schedules):
         speedup = plain["rtf"] / row["rtf"]
         claims.append(claim(f"MCTP {schedule}: several-fold faster than plain decoding (VITA-Audio: 3-5x at 7B)",
                             speedup >= 2, f"{speedup:.2f}x (RTF {row['rtf']:.2f} vs {plain['rtf']:.2f})"))
