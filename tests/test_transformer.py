@@ -162,8 +162,8 @@ def test_the_generated_loop_compiles_to_the_product(monkeypatch):
     import importlib
 
     lin = importlib.import_module("zoo.nn.linear")
-    x, weight, bias = torch.randn(1, 1, 40), torch.randn(24, 40), torch.randn(24)
-    monkeypatch.setattr(lin, "_CHOICES", {(1, 24, 40, True, True): "reduce"})
+    x, weight, bias = torch.randn(2, 1, 40), torch.randn(24, 40), torch.randn(24)
+    monkeypatch.setattr(lin, "_CHOICES", {(2, 24, 40, True, True): "reduce"})
     monkeypatch.setattr(lin, "MEASURED_WEIGHT", 1)
     torch._dynamo.reset()
     with torch.no_grad(), lin.cpu_kernel("auto"):

@@ -4,13 +4,13 @@ The few-row products of AR decoding are memory-bound, and which float32 kernel r
 fastest depends on the CPU and on the shape, so zoo measures instead of guessing. The candidates are
 MKL's sgemm (what F.linear calls on CPU), oneDNN's linear (the kernel inductor's CPU backend uses
 for frozen weights) and, in code that torch.compile traces, the product written as one multiply-sum
-(`reduce_linear`) that inductor turns into its own vectorised loop: a GEMV that reads each weight
-element once for all rows, with no library call. On 2-core machines (benchmarks/ar_engine.py): on a
+(`reduce_linear`) that inductor turns into its own vectorised loop: a GEMV per row that streams the
+weight, with no library call. On 2-core machines (benchmarks/ar_engine.py): on a
 Xeon MKL was the faster library (a 1.8 ms vs 3.1 ms compiled batch-1 decode step); on one AMD EPYC MKL
 reached a third of oneDNN's speed; on another (Zen 1), reading the weights from memory, MKL was
 1.2-1.5x faster for a 768 x 256 weight at one or two rows and oneDNN 2x faster for a 16384 x 384 output
 head, and inductor's loop read 68 MB of decode weights at 15.5 GB/s against 7-8 GB/s for either library
-at one row (from two rows on, see `REDUCE_ROWS`). No rule by vendor holds for all.
+at one row (it reads the weight once per row: for up to `REDUCE_ROWS` rows). No rule by vendor holds for all.
 
 So the first time a weight shape meets a row count (rounded up to a power of two, at most
 `MEASURED_ROWS`; weights of at least `MEASURED_WEIGHT` elements), the kernels are timed on random
@@ -49,10 +49,10 @@ MODES = ("auto", "mkl", "onednn")  # measure per shape, or one library kernel ev
 MEASURED_ROWS = 128  # products with more rows than this are compute-bound: F.linear, unmeasured
 MEASURED_WEIGHT = 1 << 16  # weights with fewer elements (256 KB) are bound by call overhead: F.linear
 MIN_GAIN = 0.9  # a kernel replaces the one chosen so far (MKL first) when its time is under MIN_GAIN x its
-# products of more rows than this never take the generated loop: its probe times a lone product, but in a
-# decode step inductor fused 2- and 4-row loops with their neighbours (the KV-cache write) into kernels
-# 6-10x slower than the library's (benchmarks/ar_engine.py's model: 114-120 ms a step, against ~20 eager)
-REDUCE_ROWS = 1
+# products of more rows never take the generated loop, which reads the weight once per row: checked in
+# benchmarks/ar_engine.py's compiled decode step (one-off probes on an AMD EPYC: 8.5 / 11.8 / 15.4 ms a step
+# at 1 / 2 / 4 rows against 11.3 / 14.7 / 17.5 with the libraries)
+REDUCE_ROWS = 4
 SWEEP_BYTES = 32 << 20  # weights read per timed sweep: about a small model's (cached where it would be)
 SWEEP_FLOPS = 512e6  # ... or fewer, when this much arithmetic comes first: more than ~32 rows, compute-bound
 _REPEATS = 3  # timed sweeps per kernel and shape (median), after one warm-up sweep
@@ -89,18 +89,17 @@ def _(x, weight, bias):
 
 def reduce_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """F.linear written as one multiply-sum, for code that torch.compile traces: inductor fuses it into a
-    loop over the weight's rows that reads each element once for all of x's rows (a generated GEMV).
-    Run eagerly it would build an [out, in, rows] tensor; `linear` calls it only while compiling.
+    vectorised loop that streams the weight once per row of x (a generated GEMV). Run eagerly it would
+    build a [..., out, in] tensor; `linear` calls it only while compiling. (Summing [out, in, rows] over
+    `in` instead would read the weight once for all rows, but inductor fused that loop with the KV-cache
+    write after it into a kernel 8x slower than the libraries' at 2 and 4 rows.)
 
     >>> x, w = torch.randn(2, 3, 8), torch.randn(5, 8)
     >>> torch.allclose(reduce_linear(x, w), torch.nn.functional.linear(x, w), atol=1e-5)
     True
     """
-    rows = x.reshape(-1, x.shape[-1])  # [R, in]
-    y = (weight.unsqueeze(-1) * rows.T).sum(1).T  # [out, in, R] summed over in -> [R, out]
-    if bias is not None:
-        y = y + bias
-    return y.reshape(*x.shape[:-1], weight.shape[0])
+    y = (x.unsqueeze(-2) * weight).sum(-1)  # [..., 1, in] * [out, in] summed over in -> [..., out]
+    return y if bias is None else y + bias
 
 
 _REDUCE_PROBE = None
@@ -111,7 +110,7 @@ def _time_reduce(x: torch.Tensor, weights: torch.Tensor) -> float:
     them all (a per-weight call would time dynamo's guards, which a compiled graph does not pay)."""
     global _REDUCE_PROBE
     if _REDUCE_PROBE is None:  # dynamic shapes: one compilation serves every shape (a second for one row)
-        _REDUCE_PROBE = torch.compile(lambda x, w: (w.unsqueeze(-1) * x.T).sum(2), dynamic=True)
+        _REDUCE_PROBE = torch.compile(lambda x, w: (x[None, :, None] * w[:, None]).sum(-1), dynamic=True)
     return _median_seconds([lambda: _REDUCE_PROBE(x, weights)]) / len(weights)
 
 
