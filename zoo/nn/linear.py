@@ -9,8 +9,9 @@ weight, with no library call. On 2-core machines (benchmarks/ar_engine.py): on a
 Xeon MKL was the faster library (a 1.8 ms vs 3.1 ms compiled batch-1 decode step); on one AMD EPYC MKL
 reached a third of oneDNN's speed; on another (Zen 1), reading the weights from memory, MKL was
 1.2-1.5x faster for a 768 x 256 weight at one or two rows and oneDNN 2x faster for a 16384 x 384 output
-head, and inductor's loop read 68 MB of decode weights at 15.5 GB/s against 7-8 GB/s for either library
-at one row (it reads the weight once per row: for up to `REDUCE_ROWS` rows). No rule by vendor holds for all.
+head; there, in one-off probes, inductor's loop read 68 MB of decode weights at 15.5 GB/s against 7-8 GB/s
+for either library at one row (it reads the weight once per row: for up to `REDUCE_ROWS` rows). No rule
+by vendor holds for all.
 
 So the first time a weight shape meets a row count (rounded up to a power of two, at most
 `MEASURED_ROWS`; weights of at least `MEASURED_WEIGHT` elements), the kernels are timed on random
@@ -20,9 +21,9 @@ with a small last-level cache, from the cache on one that holds them (a Xeon's 2
 rows, a sweep ends at `SWEEP_FLOPS` of arithmetic (compute-bound: where the weights come from hardly
 matters). The choice is kept for the process, apart for eager and compiled code (only compiled code
 can run the generated loop, which is timed through one small compiled probe with dynamic shapes,
-compiled once per process). A kernel replaces MKL only when its time is under `MIN_GAIN` x MKL's (and
-the generated loop replaces oneDNN on the same terms), so near-ties keep PyTorch's default and the choice
-does not flip from run to run. Larger products (prefill, evaluation) and tiny weights use F.linear.
+compiled once per process). MKL is the default; oneDNN, then the generated loop, replaces the kernel
+chosen so far only when its time is under `MIN_GAIN` x that kernel's, so near-ties keep PyTorch's default
+and the choice does not flip from run to run. Larger products (prefill, evaluation) and tiny weights use F.linear.
 `zoo.nn.kernel_table()` lists the choices made; the environment variable ZOO_CPU_LINEAR=mkl|onednn
 forces one library kernel for the process, compiled code included (`auto`, or unset, measures) and
 `zoo.nn.cpu_kernel(mode)` does so within a block. Same weights, same layout, same results up to float
