@@ -23,8 +23,8 @@ matters). The choice is kept for the process, apart for eager and compiled code 
 can run the generated loop, which is timed through one small compiled probe with dynamic shapes,
 compiled once per process). MKL is the default; oneDNN, then the generated loop, replaces the kernel
 chosen so far only when its time is under `MIN_GAIN` x that kernel's, so near-ties keep PyTorch's default
-and the choice does not flip from run to run. Larger products (prefill, evaluation) and tiny weights use F.linear.
-`zoo.nn.kernel_table()` lists the choices made; the environment variable ZOO_CPU_LINEAR=mkl|onednn
+and the choice does not flip from run to run. Larger products (prefill, evaluation) and tiny weights use
+F.linear. `zoo.nn.kernel_table()` lists the choices made; the environment variable ZOO_CPU_LINEAR=mkl|onednn
 forces one library kernel for the process, compiled code included (`auto`, or unset, measures) and
 `zoo.nn.cpu_kernel(mode)` does so within a block. Same weights, same layout, same results up to float
 rounding; training, GPUs and other dtypes always use F.linear. Under torch.compile the choice is made
@@ -49,10 +49,10 @@ MODES = ("auto", "mkl", "onednn")  # measure per shape, or one library kernel ev
 
 MEASURED_ROWS = 128  # products with more rows than this are compute-bound: F.linear, unmeasured
 MEASURED_WEIGHT = 1 << 16  # weights with fewer elements (256 KB) are bound by call overhead: F.linear
-MIN_GAIN = 0.9  # a kernel replaces the one chosen so far (MKL first) when its time is under MIN_GAIN x its
-# products of more rows never take the generated loop, which reads the weight once per row: checked in
-# benchmarks/ar_engine.py's compiled decode step (one-off probes on an AMD EPYC: 8.5 / 11.8 / 15.4 ms a step
-# at 1 / 2 / 4 rows against 11.3 / 14.7 / 17.5 with the libraries)
+MIN_GAIN = 0.9  # a kernel replaces the one chosen so far (MKL first) only under MIN_GAIN x that one's time
+# the generated loop reads the weight once per row: products of more rows never take it (one-off probes of
+# benchmarks/ar_engine.py's compiled decode step on an AMD EPYC: 8.5 / 11.8 / 15.4 ms a step at 1 / 2 / 4
+# rows against 11.3 / 14.7 / 17.5 with the libraries)
 REDUCE_ROWS = 4
 SWEEP_BYTES = 32 << 20  # weights read per timed sweep: about a small model's (cached where it would be)
 SWEEP_FLOPS = 512e6  # ... or fewer, when this much arithmetic comes first: more than ~32 rows, compute-bound
@@ -144,11 +144,12 @@ def time_kernels(rows: int, out_features: int, in_features: int, bias: bool = Fa
                  compiled: bool = False) -> dict[str, float]:
     """Seconds of one float32 CPU product [rows, in] x [out, in]^T with each kernel ("mkl" is F.linear,
     "onednn" oneDNN's linear where PyTorch has it, and with compiled=True for at most `REDUCE_ROWS` rows
-    "reduce", inductor's loop from `reduce_linear`), as in decoding: each sweep reads copies of the weight that add up to `SWEEP_BYTES`, so
-    they come from memory unless the last-level cache holds that much. Past ~32 rows a sweep stops at
-    `SWEEP_FLOPS` of arithmetic instead: the product is compute-bound (on a 2-core CPU doing ~50 GFLOP/s
-    and reading ~10 GB/s, the weight read is under a fifth of its time from 64 rows), and a full sweep
-    would take a second. The first compiled=True call compiles the loop's probe (seconds).
+    "reduce", inductor's loop from `reduce_linear`), as in decoding: each sweep reads copies of the weight
+    that add up to `SWEEP_BYTES`, so they come from memory unless the last-level cache holds that much.
+    Past ~32 rows a sweep stops at `SWEEP_FLOPS` of arithmetic instead: the product is compute-bound (on a
+    2-core CPU doing ~50 GFLOP/s and reading ~10 GB/s, the weight read is under a fifth of its time from 64
+    rows), and a full sweep would take a second. The first compiled=True call compiles the loop's probe
+    (seconds).
 
     >>> sorted(time_kernels(2, 64, 32))
     ['mkl', 'onednn']
