@@ -111,8 +111,8 @@ def main(argv=None) -> int:
         cases += [(f"zoo_{kernel}", b, b, lambda b=b, kernel=kernel: zoo_run(prompts[b], kernel=kernel))
                   for b in (1, batch)]
         # compiled too, where the choice also has inductor's generated loop (traced again under each mode)
-        cases.append((f"zoo_compiled_{kernel}", 1, 1, lambda kernel=kernel: zoo_run(prompts[1], compile=True,
-                                                                                    kernel=kernel)))
+        cases.append((f"zoo_compiled_{kernel}", 1, 1,
+                      lambda kernel=kernel: zoo_run(prompts[1], compile=True, kernel=kernel)))
     naive_cases = [("naive", 1, 1, lambda: naive_run(prompts[1])), ("naive", batch, batch, lambda: naive_run(prompts[batch]))]
     warmup_s = {}
     for name, b, rows, fn in cases:  # warm-up: allocations, lazy init, and torch.compile's compilation
