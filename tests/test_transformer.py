@@ -168,7 +168,6 @@ def test_the_generated_loop_compiles_to_the_product(monkeypatch):
     x, weight, bias = torch.randn(2, 1, 40), torch.randn(24, 40), torch.randn(24)
     monkeypatch.setattr(lin, "_CHOICES", {(2, 24, 40, True, True): "reduce"})
     monkeypatch.setattr(lin, "MEASURED_WEIGHT", 1)
-    torch._dynamo.reset()
     with torch.no_grad(), lin.cpu_kernel("auto"):
         compiled = torch.compile(lambda x: lin.linear(x, weight, bias), fullgraph=True)
         torch.testing.assert_close(compiled(x), torch.nn.functional.linear(x, weight, bias), rtol=1e-5, atol=1e-5)

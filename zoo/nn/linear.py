@@ -107,12 +107,14 @@ _REDUCE_PROBE = None
 
 
 def _time_reduce(x: torch.Tensor, weights: torch.Tensor) -> float:
-    """Seconds per weight of the generated loop over `weights` [copies, out, in]: one compiled call reads
-    them all (a per-weight call would time dynamo's guards, which a compiled graph does not pay)."""
+    """Seconds per weight of the generated loop over `weights` [copies, out, in]: one compiled call of
+    `reduce_linear` reads them all, as [copies, 1, out, in] against x [rows, in] (a per-weight call would
+    time dynamo's guards, which a compiled graph does not pay)."""
     global _REDUCE_PROBE
     if _REDUCE_PROBE is None:  # dynamic shapes: one compilation serves every shape (a second for one row)
-        _REDUCE_PROBE = torch.compile(lambda x, w: (x[None, :, None] * w[:, None]).sum(-1), dynamic=True)
-    return _median_seconds([lambda: _REDUCE_PROBE(x, weights)]) / len(weights)
+        _REDUCE_PROBE = torch.compile(reduce_linear, dynamic=True)
+    stacked = weights[:, None]  # -> outputs [copies, rows, out]
+    return _median_seconds([lambda: _REDUCE_PROBE(x, stacked)]) / len(weights)
 
 
 def _median_seconds(calls) -> float:
