@@ -157,6 +157,28 @@ def test_codec_benchmark_on_tiny_models(tmp_path, monkeypatch):
     assert len(result["claims"]) == 4 and result["rows"][-1]["encode_rtf"] > 0
 
 
+def test_recognizer_benchmark_on_a_tiny_model(tmp_path, monkeypatch):
+    """The judge's benchmark end to end on a random tiny recogniser: every channel, one claim per judge."""
+    import pytest
+    import torch
+
+    from benchmarks import recognizer as recognizer_benchmark
+    from zoo.data.speech import espeak_available
+    from zoo.metrics.recognizer import SpeechRecognizer
+
+    if not espeak_available():
+        pytest.skip("espeak-ng is not installed")
+    torch.manual_seed(0)
+    SpeechRecognizer(hidden_size=16, num_layers=1, num_heads=2, ffn_dim=32).save_pretrained(tmp_path / "asr")
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    args = ["--recognizers", str(tmp_path / "asr"), "--utterances", "2", "--cache-dir", str(tmp_path / "cache"),
+            "--quick"]
+    assert recognizer_benchmark.main(args) == 0
+    result = json.loads((tmp_path / "recognizer.quick.json").read_text())
+    assert [r["condition"] for r in result["rows"]] == list(recognizer_benchmark.conditions())
+    assert all(r["wer"] >= 0 for r in result["rows"]) and len(result["claims"]) == 1
+
+
 def test_tts_benchmark_on_tiny_models(tmp_path, monkeypatch):
     """The TTS benchmark end to end on random tiny models (the numbers mean nothing)."""
     import pytest

@@ -65,6 +65,26 @@ def test_audio_metrics_rank_clean_above_noisy():
         metrics.mel_distance(clean, clean[..., :1000], 24_000)
 
 
+def test_channel_effects_keep_speech_band_and_level():
+    """asr-speech's channel effects: a low-pass takes the band above its cutoff away, a room keeps the level and
+    adds a tail, and every draw is repeatable from the generator."""
+    from zoo.train.asr_speech import AugmentedSpeech, channel, room
+
+    t = torch.arange(24_000) / 24_000
+    tones = torch.sin(2 * torch.pi * 500 * t) + torch.sin(2 * torch.pi * 11_500 * t)
+    band = lambda wav, f: torch.fft.rfft(wav).abs()[f]  # noqa: E731 (1 s of audio: bin = Hz)
+    out = channel(tones, 1.0, torch.Generator().manual_seed(0))
+    assert torch.equal(out, channel(tones, 1.0, torch.Generator().manual_seed(0)))
+    assert band(out, 11_500) < 0.1 * band(tones, 11_500) and band(out, 500) > 0.2 * band(tones, 500)
+    assert torch.equal(channel(tones, 0.0, torch.Generator().manual_seed(0)), tones)
+    click = torch.zeros(12_000)
+    click[0] = 1.0
+    echo = room(click, 0.3, 0.5, torch.Generator().manual_seed(0))
+    assert echo.norm() == pytest.approx(1.0) and echo[2_400:].abs().max() > 0  # the tail goes on after 0.1 s
+    with pytest.raises(ValueError, match="probability"):
+        AugmentedSpeech([], channel_rate=1.5)
+
+
 @needs_espeak
 def test_asr_and_codec_recipes_run(tmp_path):
     from zoo.cli import main
@@ -74,6 +94,9 @@ def test_asr_and_codec_recipes_run(tmp_path):
                  "--batch-size", "2", "--hidden", "32", "--layers", "1", "--eval-utterances", "2",
                  "--cache-dir", cache]) == 0
     assert (tmp_path / "asr" / "validation.json").is_file()
+    assert main(["train", "asr-speech", "--out", str(tmp_path / "asr-more"), "--init", str(tmp_path / "asr" / "model"),
+                 "--utterances", "4", "--steps", "1", "--batch-size", "2", "--eval-utterances", "2",
+                 "--cache-dir", cache]) == 0
     assert main(["train", "codec-speech", "--out", str(tmp_path / "codec"), "--teacher", str(tmp_path / "asr" / "model"),
                  "--utterances", "4", "--steps", "2", "--batch-size", "2", "--crop-frames", "4", "--filters", "4",
                  "--hidden", "32", "--layers", "1", "--codebooks", "3", "--codebook-size", "32", "--codebook-dim", "8",
