@@ -14,9 +14,11 @@ import sys
 from pathlib import Path
 
 # name -> module with main(argv); the module lives in the installed `benchmarks` package
-BENCHMARKS = {"ar-engine": "benchmarks.ar_engine", "c2i": "benchmarks.c2i", "ctf": "benchmarks.ctf",
-              "distilled": "benchmarks.distilled", "token-shuffle": "benchmarks.token_shuffle",
-              "image-tokenizer": "benchmarks.image_tokenizer", "codec": "benchmarks.codec"}
+BENCHMARKS = {"ar-engine": "benchmarks.ar_engine", "gpu-engine": "benchmarks.gpu_engine", "c2i": "benchmarks.c2i",
+              "ctf": "benchmarks.ctf", "distilled": "benchmarks.distilled", "token-shuffle": "benchmarks.token_shuffle",
+              "image-tokenizer": "benchmarks.image_tokenizer", "flextok": "benchmarks.flextok", "vat": "benchmarks.vat",
+              "recognizer": "benchmarks.recognizer", "codec": "benchmarks.codec", "tts": "benchmarks.tts",
+              "speech-batches": "benchmarks.speech_batches", "train-step": "benchmarks.train_step"}
 # converter name -> (module, function); each function takes the checkpoint path plus keyword options
 CONVERTERS = {"llamagen-gpt": ("weights_registry.converters.llamagen", "convert_llamagen_gpt"),
               "llamagen-dd": ("weights_registry.converters.llamagen", "convert_llamagen_dd"),
