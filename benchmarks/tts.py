@@ -176,10 +176,11 @@ def main(argv=None) -> int:
     mctp_rows = [quality_row(f"{args.tts} (MCTP {schedule})", say_all(pipe, texts, limits, schedule, **options),
                              texts, recognizer) for schedule in schedules]
     rows += mctp_rows
+    compiled_schedules = [None, *schedules] if args.compile else []
     compiled = [{"system": f"{args.tts} ({'plain decoding' if schedule is None else f'MCTP {schedule}'}, torch.compile)"}
-                for schedule in ([None, *schedules] if args.compile else [])]
+                for schedule in compiled_schedules]
     timed = [(schedule, options) for schedule in [None, *schedules]]
-    timed += [(schedule, {**options, "compile": True}) for schedule in ([None, *schedules] if args.compile else [])]
+    timed += [(schedule, {**options, "compile": True}) for schedule in compiled_schedules]
     for row, speed in zip([plain, *mctp_rows, *compiled], speed_rows(pipe, texts[:n], limits[:n], timed)):
         row.update(speed)
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
 
-from zoo.data.speech import SpeechDataset, add_noise
+from zoo.data.speech import SAMPLE_RATE, SpeechDataset, add_noise
 from zoo.metrics.recognizer import SpeechRecognizer, error_rates
 from zoo.train.loop import TrainConfig, add_group_by_length, add_mixed_precision, load_to_continue, train
 
@@ -31,7 +31,7 @@ def _uniform(low: float, high: float, g: torch.Generator) -> float:
     return float(torch.empty(1).uniform_(low, high, generator=g))
 
 
-def room(wav: torch.Tensor, rt60: float, wet: float, g: torch.Generator, sample_rate: int = 24_000) -> torch.Tensor:
+def room(wav: torch.Tensor, rt60: float, wet: float, g: torch.Generator, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
     """A synthetic room: wav [T] convolved with a noise tail decaying 60 dB in rt60 seconds, mixed at `wet`
     (the share of the reverberant part) with the direct sound; the level of wav is kept."""
     length = int(rt60 * sample_rate)
@@ -41,7 +41,7 @@ def room(wav: torch.Tensor, rt60: float, wet: float, g: torch.Generator, sample_
     return out * wav.norm() / out.norm().clamp(min=1e-8)
 
 
-def channel(wav: torch.Tensor, rate: float, g: torch.Generator, sample_rate: int = 24_000) -> torch.Tensor:
+def channel(wav: torch.Tensor, rate: float, g: torch.Generator, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
     """The channel effects of `asr-speech`'s recipe on wav [T], each with probability `rate`: a peaking
     equaliser (300 Hz-6 kHz, -10..+10 dB), a low-pass at 3-11 kHz (two biquads, 24 dB an octave) and a room
     (rt60 0.1-0.6 s, 10-50% reverberant)."""
@@ -79,7 +79,7 @@ class AugmentedSpeech(torch.utils.data.Dataset):
             wav = wav * (10 ** (torch.empty(1).uniform_(-12, 3, generator=g) / 20))
             if torch.rand(1, generator=g) < 0.5:
                 color = "pink" if torch.rand(1, generator=g) < 0.5 else "white"
-                wav = add_noise(wav, float(torch.empty(1).uniform_(10, 40, generator=g)), generator=g, color=color)
+                wav = add_noise(wav, _uniform(10, 40, g), generator=g, color=color)
         return {"audio": wav.clamp(-1, 1), "text": item["text"]}
 
 
