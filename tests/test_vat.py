@@ -370,6 +370,30 @@ def test_vat_recipe_init_goes_on_from_a_trained_vat(tmp_path):
         initial_model(parse(["--out", str(tmp_path / "run"), "--init", str(tmp_path / "vae")]))
 
 
+def test_vat_recipe_trains_the_decoder_alone(tmp_path):
+    """`zoo train vat-primitives --init ... --decoder-only`: only the decoder side moves, so the token ids
+    (and AR models trained on them) stay valid."""
+    from zoo.cli import main
+    from zoo.train.vat_primitives import DECODER_SIDE
+
+    torch.manual_seed(0)
+    VAT(**TINY).save_pretrained(tmp_path / "vat")
+    common = ["--init", str(tmp_path / "vat"), "--cache-dir", str(tmp_path), "--shapes", "2", "--points", "32",
+              "--queries", "64", "--batch-size", "2", "--lr", "1e-2"]
+    assert main(["train", "vat-primitives", "--out", str(tmp_path / "dec"), "--decoder-only", "--steps", "2",
+                 "--prefix-rate", "0.5", *common]) == 0
+    before, after = (VAT.from_pretrained(path) for path in (tmp_path / "vat", tmp_path / "dec" / "model"))
+    changed = {n for n, w in before.state_dict().items() if not torch.equal(w, after.state_dict()[n])}
+    assert changed and all(n.startswith(DECODER_SIDE) for n in changed)
+    points, normals, _, _ = _item()
+    assert all(torch.equal(a, b) for a, b in zip(before.encode(points, normals), after.encode(points, normals)))
+    with pytest.raises(SystemExit):  # nothing to go on from
+        main(["train", "vat-primitives", "--out", str(tmp_path / "bad"), "--decoder-only", "--shapes", "2"])
+    with pytest.raises(SystemExit):  # the decoder learns the quantised latents it reads at inference
+        main(["train", "vat-primitives", "--out", str(tmp_path / "bad"), "--decoder-only", "--no-quant-rate", "0.5",
+              *common])
+
+
 def test_builtin_vat_primitives_reconstructs_shapes(offline):
     import zoo
 

@@ -1,6 +1,7 @@
 """Recipe `vat-primitives`: the VAT tokenizer on Primitives shapes.
 
     zoo train vat-primitives --out runs/vat-primitives --steps 4000
+    zoo train vat-primitives --out runs/vat-dec --init vat-primitives --decoder-only --steps 3000
 
 The shapes are drawn once into `<cache-dir>/primitives-train-N.safetensors` (2,048 surface points with
 normals and 4,096 occupancy queries, half uniform in [-1, 1]^3 and half within about 0.02 of the
@@ -21,6 +22,12 @@ trick). Measured on the way here (4,000 shapes, 2-core CPU): quantising from ste
 commitment or with last-scale commitment and point queries, the 64 latents of a shape collapsed to about
 one vector (std 0.03 across a shape's tokens) and the volume IoU on training shapes stayed at the mean
 shape's (0.34 after 1,000 steps, training BCE 0.43). With the VAE phase: IoU 0.53 after 1,750 steps.
+
+`--decoder-only` goes on training a trained VAT's decoder side alone (latent projection, decoder
+transformer, triplane head, occupancy MLP) on the quantised latents it reads at inference: the encoder,
+the codebook and the quantiser's phi convolutions stay frozen and no dead code is restarted, so the
+token ids, and next-scale AR models trained on them, stay valid (as Stable Diffusion's VAE decoder was
+fine-tuned alone).
 """
 
 from __future__ import annotations
@@ -29,7 +36,10 @@ import argparse
 from pathlib import Path
 
 from zoo.data.primitives import CachedPrimitives, cache_primitives
-from zoo.train.loop import add_mixed_precision, cosine_config, load_to_continue, resumed_step, save_on_main, train
+from zoo.train.loop import (add_mixed_precision, cosine_config, load_to_continue, resumed_step, save_on_main, train,
+                            train_only)
+
+DECODER_SIDE = ("from_latents.", "latent_posemb", "triplane_tokens", "decoder.", "to_planes.", "occupancy_mlp.")
 
 
 def build_model(args):
@@ -97,8 +107,9 @@ def parse(argv):
     p.add_argument("--commitment", choices=["last_scale", "every_scale"], default="last_scale",
                    help="quantiser commitment against the final f_hat only, or after every scale (VAR)")
     p.add_argument("--kl-weight", type=float, default=1e-4)
-    p.add_argument("--no-quant-rate", type=float, default=0.5,
-                   help="share of shapes decoded from the continuous latents in training (Mimi's 0.5)")
+    p.add_argument("--no-quant-rate", type=float, default=None,
+                   help="share of shapes decoded from the continuous latents in training (default: Mimi's 0.5; "
+                        "0 with --decoder-only, which trains on the quantised latents the decoder reads)")
     p.add_argument("--prefix-rate", type=float, default=0.0,
                    help="share of quantised shapes decoded from a random prefix of the scales, so that small "
                         "token budgets decode well too (0: always all scales, as versions 1-3)")
@@ -109,16 +120,29 @@ def parse(argv):
     add_mixed_precision(p)
     p.add_argument("--init", default=None, help="a trained VAT (folder or built-in name) to go on training; its "
                                                 "architecture replaces the size arguments and --vae-steps defaults to 0")
-    return p.parse_args(argv)
+    p.add_argument("--decoder-only", action="store_true",
+                   help="with --init: train the decoder side alone; the encoder, codebook and quantiser stay frozen, "
+                        "so the token ids, and AR models trained on them, stay valid")
+    args = p.parse_args(argv)
+    if args.decoder_only:
+        if args.init is None:
+            p.error("--decoder-only goes on training a VAT's decoder: pass --init (e.g. vat-primitives).")
+        if args.no_quant_rate or args.vae_steps:
+            p.error("--decoder-only trains on the frozen quantiser's latents: drop --no-quant-rate and --vae-steps.")
+    if args.no_quant_rate is None:
+        args.no_quant_rate = 0.0 if args.decoder_only else 0.5
+    return args
 
 
 def initial_model(args):
-    """A fresh model from the size arguments, or the trained VAT that --init names (in float32)."""
+    """A fresh model from the size arguments, or the trained VAT that --init names (in float32), with all
+    but its decoder side frozen for --decoder-only."""
     if args.init is None:
         return build_model(args)
     from tokenizers_visual.vat import VAT
 
-    return load_to_continue(args.init, VAT)
+    model = load_to_continue(args.init, VAT)
+    return train_only(model, DECODER_SIDE) if args.decoder_only else model
 
 
 def main(argv=None) -> int:
@@ -134,7 +158,8 @@ def main(argv=None) -> int:
         vae_steps = 0 if args.init else args.steps // 3
     loss, track_step = make_loss(args.kl_weight, args.no_quant_rate, vae_steps, start_step=resumed_step(args.out),
                                  prefix_rate=args.prefix_rate)
-    model = train(initial_model(args), data, loss, config, hooks=[track_step, dead_code_restarts(args.restart_every)])
+    hooks = [track_step] if args.decoder_only else [track_step, dead_code_restarts(args.restart_every)]
+    model = train(initial_model(args), data, loss, config, hooks=hooks)
     save_on_main(model, f"{args.out}/model")
     return 0
 
