@@ -36,8 +36,15 @@ import argparse
 from pathlib import Path
 
 from zoo.data.primitives import CachedPrimitives, cache_primitives
-from zoo.train.loop import (add_mixed_precision, cosine_config, load_to_continue, resumed_step, save_on_main, train,
-                            train_only)
+from zoo.train.loop import (
+    add_mixed_precision,
+    cosine_config,
+    load_to_continue,
+    resumed_step,
+    save_on_main,
+    train,
+    train_only,
+)
 
 DECODER_SIDE = ("from_latents.", "latent_posemb", "triplane_tokens", "decoder.", "to_planes.", "occupancy_mlp.")
 
