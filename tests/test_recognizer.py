@@ -7,7 +7,7 @@ from zoo.data import speech
 from zoo.metrics import audio as metrics
 from zoo.metrics.recognizer import SpeechRecognizer, error_rates, normalize_text
 
-TINY = dict(hidden_size=32, num_layers=2, num_heads=2, ffn_dim=64)
+TINY = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "ffn_dim": 64}
 needs_espeak = pytest.mark.skipif(not speech.espeak_available(), reason="espeak-ng is not installed")
 
 
@@ -72,17 +72,23 @@ def test_channel_effects_keep_speech_band_and_level():
 
     t = torch.arange(24_000) / 24_000
     tones = torch.sin(2 * torch.pi * 500 * t) + torch.sin(2 * torch.pi * 11_500 * t)
-    band = lambda wav, f: torch.fft.rfft(wav).abs()[f]  # noqa: E731 (1 s of audio: bin = Hz)
+    band = lambda wav, f: torch.fft.rfft(wav).abs()[f]  # 1 s of audio: bin = Hz
     out = channel(tones, 1.0, torch.Generator().manual_seed(0))
     assert torch.equal(out, channel(tones, 1.0, torch.Generator().manual_seed(0)))
     assert band(out, 11_500) < 0.1 * band(tones, 11_500) and band(out, 500) > 0.2 * band(tones, 500)
     assert torch.equal(channel(tones, 0.0, torch.Generator().manual_seed(0)), tones)
+    # a narrow-band line keeps the length and takes away everything above half its rate (at most 8 kHz)
+    lines = [channel(tones, 0.0, torch.Generator().manual_seed(seed), telephone_rate=1.0) for seed in range(4)]
+    assert all(line.shape == tones.shape and band(line, 11_500) < 0.01 * band(tones, 11_500) for line in lines)
+    assert all(band(line, 500) > 0.9 * band(tones, 500) for line in lines)
     click = torch.zeros(12_000)
     click[0] = 1.0
     echo = room(click, 0.3, 0.5, torch.Generator().manual_seed(0))
     assert echo.norm() == pytest.approx(1.0) and echo[2_400:].abs().max() > 0  # the tail goes on after 0.1 s
     with pytest.raises(ValueError, match="probability"):
         AugmentedSpeech([], channel_rate=1.5)
+    with pytest.raises(ValueError, match="telephone_rate"):
+        AugmentedSpeech([], telephone_rate=-0.1)
 
 
 @needs_espeak
@@ -96,7 +102,7 @@ def test_asr_and_codec_recipes_run(tmp_path):
     assert (tmp_path / "asr" / "validation.json").is_file()
     assert main(["train", "asr-speech", "--out", str(tmp_path / "asr-more"), "--init", str(tmp_path / "asr" / "model"),
                  "--utterances", "4", "--steps", "1", "--batch-size", "2", "--eval-utterances", "2",
-                 "--cache-dir", cache]) == 0
+                 "--telephone-rate", "0.5", "--cache-dir", cache]) == 0
     assert main(["train", "codec-speech", "--out", str(tmp_path / "codec"), "--teacher", str(tmp_path / "asr" / "model"),
                  "--utterances", "4", "--steps", "2", "--batch-size", "2", "--crop-frames", "4", "--filters", "4",
                  "--hidden", "32", "--layers", "1", "--codebooks", "3", "--codebook-size", "32", "--codebook-dim", "8",

@@ -7,8 +7,10 @@ CTC over characters on zoo's espeak-ng speech (train split), with random gain an
 utterances, white or pink noise at 10 to 40 dB SNR, so that the judge holds up on imperfect audio
 (codec reconstructions). Each utterance also goes through the channel effects of real recordings, each
 with probability `--channel-rate` (0: none, version 1's recipe): a low-pass at 3-11 kHz (telephone to
-wide band), a room (a synthetic reverberation tail) and a peaking equaliser. espeak-ng's speech is crisp
-to 12 kHz; a judge that has only heard it reads telephone-band speech, which people understand, as noise.
+wide band), a room (a synthetic reverberation tail) and a peaking equaliser; with probability
+`--telephone-rate` (0: none, version 2's recipe) a narrow-band line after them (resampled to 8, 11.025 or
+16 kHz and back). espeak-ng's speech is crisp to 12 kHz; a judge that has only heard it reads
+telephone-band speech, which people understand, as noise.
 Batches hold utterances of similar length (`--no-group-by-length`: at random). At the end it reports
 WER / CER on validation utterances.
 """
@@ -41,10 +43,17 @@ def room(wav: torch.Tensor, rt60: float, wet: float, g: torch.Generator, sample_
     return out * wav.norm() / out.norm().clamp(min=1e-8)
 
 
-def channel(wav: torch.Tensor, rate: float, g: torch.Generator, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+NARROW_BAND_RATES = (8000, 11025, 16000)  # telephone, old recordings, wide-band telephony
+
+
+def channel(wav: torch.Tensor, rate: float, g: torch.Generator, sample_rate: int = SAMPLE_RATE,
+            telephone_rate: float = 0.0) -> torch.Tensor:
     """The channel effects of `asr-speech`'s recipe on wav [T], each with probability `rate`: a peaking
     equaliser (300 Hz-6 kHz, -10..+10 dB), a low-pass at 3-11 kHz (two biquads, 24 dB an octave) and a room
-    (rt60 0.1-0.6 s, 10-50% reverberant)."""
+    (rt60 0.1-0.6 s, 10-50% reverberant); then, with probability `telephone_rate`, a narrow-band line:
+    resampled to one of NARROW_BAND_RATES and back, which removes everything above half that rate (a steep
+    sinc filter, unlike the gentle low-pass). With telephone_rate 0 nothing more is drawn from `g`, so
+    version 2's draws stay as they were."""
     if torch.rand(1, generator=g) < rate:
         wav = AF.equalizer_biquad(wav, sample_rate, _uniform(300, 6000, g), _uniform(-10, 10, g), _uniform(0.7, 2, g))
     if torch.rand(1, generator=g) < rate:
@@ -52,6 +61,9 @@ def channel(wav: torch.Tensor, rate: float, g: torch.Generator, sample_rate: int
         wav = AF.lowpass_biquad(AF.lowpass_biquad(wav, sample_rate, cutoff), sample_rate, cutoff)
     if torch.rand(1, generator=g) < rate:
         wav = room(wav, _uniform(0.1, 0.6, g), _uniform(0.1, 0.5, g), g, sample_rate)
+    if telephone_rate and torch.rand(1, generator=g) < telephone_rate:
+        narrow = NARROW_BAND_RATES[int(torch.randint(len(NARROW_BAND_RATES), (1,), generator=g))]
+        wav = AF.resample(AF.resample(wav, sample_rate, narrow), narrow, sample_rate)[: len(wav)]
     return wav
 
 
@@ -60,10 +72,13 @@ class AugmentedSpeech(torch.utils.data.Dataset):
     of the time, background noise: a fresh draw each time an utterance is read, the same sequence of draws in
     every run with the same seed."""
 
-    def __init__(self, data: SpeechDataset, augment: bool = True, seed: int = 0, channel_rate: float = 0.0):
-        if not 0 <= channel_rate <= 1:
-            raise ValueError(f"channel_rate is a probability in [0, 1], got {channel_rate!r}.")
-        self.data, self.augment, self.seed, self.reads, self.channel_rate = data, augment, seed, 0, channel_rate
+    def __init__(self, data: SpeechDataset, augment: bool = True, seed: int = 0, channel_rate: float = 0.0,
+                 telephone_rate: float = 0.0):
+        for name, value in (("channel_rate", channel_rate), ("telephone_rate", telephone_rate)):
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name} is a probability in [0, 1], got {value!r}.")
+        self.data, self.augment, self.seed, self.reads = data, augment, seed, 0
+        self.channel_rate, self.telephone_rate = channel_rate, telephone_rate
 
     def __len__(self):
         return len(self.data)
@@ -74,8 +89,8 @@ class AugmentedSpeech(torch.utils.data.Dataset):
         if self.augment:
             self.reads += 1
             g = torch.Generator().manual_seed(hash((self.seed, index, self.reads)))
-            if self.channel_rate:
-                wav = channel(wav, self.channel_rate, g)
+            if self.channel_rate or self.telephone_rate:
+                wav = channel(wav, self.channel_rate, g, telephone_rate=self.telephone_rate)
             wav = wav * (10 ** (torch.empty(1).uniform_(-12, 3, generator=g) / 20))
             if torch.rand(1, generator=g) < 0.5:
                 color = "pink" if torch.rand(1, generator=g) < 0.5 else "white"
@@ -127,6 +142,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--channel-rate", type=float, default=0.5,
                    help="probability of each channel effect (equaliser, low-pass, room); 0: noise and gain only")
+    p.add_argument("--telephone-rate", type=float, default=0.0,
+                   help="probability of a narrow-band line after the channel effects (resampled to 8, 11.025 or "
+                   "16 kHz and back); 0: none (version 2's recipe)")
     p.add_argument("--init", help="go on from a trained recogniser (built-in name, folder or Hub id); the size "
                    "flags are then ignored")
     add_group_by_length(p)
@@ -142,7 +160,7 @@ def main(argv=None) -> int:
         model = SpeechRecognizer(hidden_size=args.hidden, num_layers=args.layers,
                                  num_heads=max(args.hidden // 48, 1), ffn_dim=4 * args.hidden)
     data = AugmentedSpeech(SpeechDataset("train", args.utterances, cache_dir=args.cache_dir), seed=args.seed,
-                           channel_rate=args.channel_rate)
+                           channel_rate=args.channel_rate, telephone_rate=args.telephone_rate)
     samples = data.data.offsets.diff() if args.group_by_length else None
     model = train(model, data, ctc_loss, config, collate_fn=collate, lengths=samples)
     from accelerate import PartialState
