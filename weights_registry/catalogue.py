@@ -129,8 +129,8 @@ _BUILTINS = [
           "vq-shapes tokens per AR step, 256 steps for 32x32 tokens (TokenShufflePipeline; zoo recipe: "
           "zoo train token-shuffle-shapes --window 2; a short first run)", folder="token-shuffle-shapes"),
     Entry("asr-speech", "builtin", "Streaming CTC speech recogniser for zoo's espeak-ng speech: the WER / CER judge "
-          "and the semantic teacher of codec-speech (zoo recipe: zoo train asr-speech; version 2, 2,000 + 2,400 steps, "
-          "the last through equaliser, low-pass and room effects)", folder="asr-speech"),
+          "and the semantic teacher of codec-speech (zoo recipe: zoo train asr-speech; version 3, 2,000 + 2,400 + 1,500 "
+          "steps, the last two through equaliser, low-pass, room and narrow-band line effects)", folder="asr-speech"),
     Entry("codec-speech", "builtin", "Streaming speech codec (Mimi layout, X-Codec semantic branch taught by "
           "asr-speech): 24 kHz, 25 Hz, 8 codebooks of 1024, 2 kbps (zoo recipe: zoo train codec-speech; version 5, "
           "6,000 steps, then 8,800 of the decoder alone)", folder="codec-speech"),
