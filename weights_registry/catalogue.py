@@ -132,8 +132,8 @@ _BUILTINS = [
           "and the semantic teacher of codec-speech (zoo recipe: zoo train asr-speech; version 3, 2,000 + 2,400 + 1,500 "
           "steps, the last two through equaliser, low-pass, room and narrow-band line effects)", folder="asr-speech"),
     Entry("codec-speech", "builtin", "Streaming speech codec (Mimi layout, X-Codec semantic branch taught by "
-          "asr-speech): 24 kHz, 25 Hz, 8 codebooks of 1024, 2 kbps (zoo recipe: zoo train codec-speech; version 5, "
-          "6,000 steps, then 8,800 of the decoder alone)", folder="codec-speech"),
+          "asr-speech): 24 kHz, 25 Hz, 8 codebooks of 1024, 2 kbps (zoo recipe: zoo train codec-speech; version 6, "
+          "6,000 steps, then 11,800 of the decoder alone)", folder="codec-speech"),
     Entry("codec-speech-acoustic", "builtin", "codec-speech without the semantic branch (X-Codec's acoustic-only "
           "ablation): same layout, 8 codebooks of 1024, 2 kbps (zoo recipe: zoo train codec-speech --no-semantic; "
           "6,000 steps)", folder="codec-speech-acoustic"),
