@@ -21,7 +21,7 @@ import torchaudio.functional as AF
 from benchmarks.common import claim, machine_description, report, write_results
 from zoo.data.speech import SAMPLE_RATE, SpeechDataset, add_noise
 from zoo.metrics.recognizer import error_rates
-from zoo.train.asr_speech import room
+from zoo.train.asr_speech import narrow_band, room
 
 
 def conditions() -> dict:
@@ -31,7 +31,7 @@ def conditions() -> dict:
         "white noise 20 dB": lambda wav: add_noise(wav, 20.0, generator=torch.Generator().manual_seed(0)),
         "white noise 10 dB": lambda wav: add_noise(wav, 10.0, generator=torch.Generator().manual_seed(0)),
         "low-pass 4 kHz": lambda wav: AF.lowpass_biquad(wav, SAMPLE_RATE, 4000.0),
-        "telephone band (8 kHz)": lambda wav: AF.resample(AF.resample(wav, SAMPLE_RATE, 8000), 8000, SAMPLE_RATE),
+        "telephone band (8 kHz)": lambda wav: narrow_band(wav, 8000),
         "room (rt60 0.4 s)": lambda wav: room(wav, 0.4, 0.3, torch.Generator().manual_seed(0)),
     }
 

@@ -46,6 +46,12 @@ def room(wav: torch.Tensor, rt60: float, wet: float, g: torch.Generator, sample_
 NARROW_BAND_RATES = (8000, 11025, 16000)  # telephone, old recordings, wide-band telephony
 
 
+def narrow_band(wav: torch.Tensor, line_rate: int, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """wav [..., T] through a line sampled at `line_rate` Hz: resampled down and back up, which removes
+    everything above half that rate (a steep sinc filter); the length is kept."""
+    return AF.resample(AF.resample(wav, sample_rate, line_rate), line_rate, sample_rate)[..., : wav.shape[-1]]
+
+
 def channel(wav: torch.Tensor, rate: float, g: torch.Generator, sample_rate: int = SAMPLE_RATE,
             telephone_rate: float = 0.0) -> torch.Tensor:
     """The channel effects of `asr-speech`'s recipe on wav [T], each with probability `rate`: a peaking
@@ -62,8 +68,8 @@ def channel(wav: torch.Tensor, rate: float, g: torch.Generator, sample_rate: int
     if torch.rand(1, generator=g) < rate:
         wav = room(wav, _uniform(0.1, 0.6, g), _uniform(0.1, 0.5, g), g, sample_rate)
     if telephone_rate and torch.rand(1, generator=g) < telephone_rate:
-        narrow = NARROW_BAND_RATES[int(torch.randint(len(NARROW_BAND_RATES), (1,), generator=g))]
-        wav = AF.resample(AF.resample(wav, sample_rate, narrow), narrow, sample_rate)[: len(wav)]
+        line_rate = NARROW_BAND_RATES[int(torch.randint(len(NARROW_BAND_RATES), (1,), generator=g))]
+        wav = narrow_band(wav, line_rate, sample_rate)
     return wav
 
 
